@@ -1,0 +1,1 @@
+"""Runner-side pieces: hooks, optimizer constructors, wrappers for CPU training."""

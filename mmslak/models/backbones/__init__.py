@@ -1,0 +1,1 @@
+"""Backbones: SLaK and PeLK."""

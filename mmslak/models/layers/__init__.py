@@ -1,0 +1,1 @@
+"""Building blocks of the backbones: norms, the decomposed SLaK conv, the peripheral conv."""
