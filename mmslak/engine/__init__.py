@@ -1,1 +1,2 @@
 """Runner-side pieces: hooks, optimizer constructors, wrappers for CPU training."""
+from .optim import *  # noqa: F401,F403
