@@ -1,0 +1,92 @@
+"""Shared plumbing of ``tools/train.py`` and ``tools/test.py``: config loading and one-line user errors."""
+import os.path as osp
+import sys
+from contextlib import contextmanager
+
+from mmengine.config import Config, DictAction
+
+
+class UserError(Exception):
+    """A mistake in the command line or the config, reported as one line without a traceback."""
+
+
+@contextmanager
+def one_line_user_errors(prog):
+    """Turn :class:`UserError` into ``prog: error: message`` on stderr and exit status 2."""
+    try:
+        yield
+    except UserError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        sys.exit(2)
+
+
+def add_common_args(parser):
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints (default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, default={},
+        help='override existing config keys, e.g. "train_cfg.max_iters=100 model.backbone.drop_path_rate=0.2"; '
+        'a key may be new only inside a dict with a "type" (a constructor argument)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    # torchrun passes --local-rank to old-style scripts; the value is also in $LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=__import__('argparse').SUPPRESS)
+
+
+def _lookup(node, part):
+    if isinstance(node, (list, tuple)):
+        if not part.isdigit() or int(part) >= len(node):
+            raise KeyError(part)
+        return node[int(part)]
+    if isinstance(node, dict):
+        return node[part]
+    raise KeyError(part)
+
+
+def check_cfg_options(cfg, options):
+    """Refuse ``--cfg-options`` keys that do not exist in ``cfg``.
+
+    mmengine silently adds unknown keys, so a typo (``optim_wraper.lr``) would train with the default. A new key
+    is accepted only as a constructor argument: directly inside a dict that has a ``type``.
+
+    Raises:
+        UserError: naming the first unknown key and the keys available at that level.
+    """
+    for key in options:
+        node = cfg
+        parts = key.split('.')
+        for depth, part in enumerate(parts):
+            try:
+                node = _lookup(node, part)
+            except KeyError:
+                is_last = depth == len(parts) - 1
+                if is_last and isinstance(node, dict) and 'type' in node:
+                    break
+                where = '.'.join(parts[:depth]) or 'the top level'
+                known = (sorted(node.keys()) if isinstance(node, dict) else
+                         f'indices 0..{len(node) - 1}' if isinstance(node, (list, tuple)) else 'none')
+                raise UserError(f'--cfg-options key "{key}" does not exist in the config ("{part}" is not under '
+                                f'{where}; available: {known})') from None
+
+
+def load_config(args):
+    """Load ``args.config``, apply and check ``--cfg-options``, set the work dir and the launcher."""
+    if not osp.isfile(args.config):
+        raise UserError(f'config file {args.config} does not exist')
+    try:
+        cfg = Config.fromfile(args.config)
+    except Exception as err:  # a syntax error or a missing base is the user's config, not our bug
+        raise UserError(f'cannot load config {args.config}: {type(err).__name__}: {err}') from None
+    check_cfg_options(cfg, args.cfg_options)
+    cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def check_checkpoint(path, what='checkpoint'):
+    """Refuse a local checkpoint path that does not exist (URLs and remote schemes are left to mmengine)."""
+    if path and '://' not in path and not osp.isfile(osp.expanduser(path)):
+        raise UserError(f'{what} {path} does not exist')
