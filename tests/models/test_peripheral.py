@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmslak.models.layers import PeripheralConv2d, peripheral_grid
+from mmslak.models.layers import PeripheralConv2d, PeripheralPositionalEmbedding, peripheral_grid
 
 
 @pytest.mark.parametrize('kernel_size, center_size, expected', [
@@ -51,26 +51,31 @@ def randomise_bn(*bns):
         bn.bias.data.normal_()
 
 
-def bn_eval(x, bn):
+def apply_bn(x, bn):
+    """BatchNorm written out: batch statistics in training mode, running ones in eval mode."""
+    if bn.training:
+        mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
     shape = (1, -1, 1, 1)
-    return ((x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) *
-            bn.weight.view(shape) + bn.bias.view(shape))
+    return (x - mean.view(shape)) / torch.sqrt(var.view(shape) + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
 
 
 def make_layer(**kwargs):
     kwargs = {'channels': 16, 'kernel_size': 21, **kwargs}
     layer = PeripheralConv2d(**kwargs).double().eval()
-    randomise_bn(layer.bn, *([layer.small_bn] if layer.small_kernel else []))
+    randomise_bn(layer.bn, *([layer.small_conv.bn] if layer.small_kernel else []))
     return layer
 
 
 def reference_output(layer, x, dense_kernel, bias=None):
     conv_channels, size = layer.conv_channels, layer.kernel_size
     x_conv = x[:, :conv_channels]
-    out = bn_eval(F.conv2d(x_conv, dense_kernel, bias, padding=size // 2, groups=conv_channels), layer.bn)
+    out = apply_bn(F.conv2d(x_conv, dense_kernel, bias, padding=size // 2, groups=conv_channels), layer.bn)
     if layer.small_kernel is not None:
-        small = F.conv2d(x_conv, layer.small_weight, padding=layer.small_kernel // 2, groups=conv_channels)
-        out = out + bn_eval(small, layer.small_bn)
+        small = F.conv2d(x_conv, layer.small_conv.conv.weight, padding=layer.small_kernel // 2,
+                         groups=conv_channels)
+        out = out + apply_bn(small, layer.small_conv.bn)
     return torch.cat([out, x[:, conv_channels:]], dim=1)
 
 
@@ -109,7 +114,7 @@ def test_forward_input_mode_is_the_papers_equation():
     patches = F.unfold(x[:, :conv_channels], size, padding=size // 2)  # (N, C*K*K, H*W)
     patches = patches.view(2, conv_channels, size * size, -1) + layer.pos_embed.reshape(1, conv_channels, -1, 1)
     conv = (patches * dense.reshape(1, conv_channels, -1, 1)).sum(2).view(2, conv_channels, 7, 10)
-    expected = torch.cat([bn_eval(conv, layer.bn), x[:, conv_channels:]], dim=1)
+    expected = torch.cat([apply_bn(conv, layer.bn), x[:, conv_channels:]], dim=1)
     torch.testing.assert_close(layer(x), expected)
 
 
@@ -121,26 +126,28 @@ def test_input_mode_embedding_is_cancelled_by_batchnorm_in_training():
     torch.testing.assert_close(layer(x), before)
 
 
-def test_gradients_match_dense_reference():
-    for mode in ('kernel', 'input', None):
-        layer = make_layer(pos_embed=mode, channels=8, kernel_size=13)
-        x = torch.randn(1, 8, 10, 10, dtype=torch.double, requires_grad=True)
-        grad_out = torch.randn(1, 8, 10, 10, dtype=torch.double)
-        (layer(x) * grad_out).sum().backward()
-        ours = [x.grad, layer.weight.grad] + ([layer.pos_embed.grad] if mode else [])
-        x.grad = None
-        weight = layer.weight.detach().clone().requires_grad_()
-        h = layer.pos_embed.detach().clone().requires_grad_() if mode else None
-        dense = expand_by_loops(weight, layer.grid)
-        bias = None
-        if mode == 'kernel':
-            dense = dense + h.unsqueeze(1)
-        elif mode == 'input':
-            bias = (expand_by_loops(weight, layer.grid).squeeze(1) * h).sum((1, 2))
-        (reference_output(layer, x, dense, bias) * grad_out).sum().backward()
-        reference = [x.grad, weight.grad] + ([h.grad] if mode else [])
-        for got, want in zip(ours, reference):
-            torch.testing.assert_close(got, want)
+@pytest.mark.parametrize('training', [True, False])  # branches with batch statistics / fused kernel
+@pytest.mark.parametrize('mode', ['kernel', 'input', None])
+def test_forward_and_gradients_match_dense_reference(mode, training):
+    layer = make_layer(pos_embed=mode, channels=8, kernel_size=13).train(training)
+    x = torch.randn(2, 8, 10, 10, dtype=torch.double, requires_grad=True)
+    grad_out = torch.randn(2, 8, 10, 10, dtype=torch.double)
+    out = layer(x)
+    (out * grad_out).sum().backward()
+    ours = [out, x.grad, layer.weight.grad] + ([layer.pos_embed.grad] if mode else [])
+    x.grad = None
+    weight = layer.weight.detach().clone().requires_grad_()
+    h = layer.pos_embed.detach().clone().requires_grad_() if mode else None
+    dense, bias = expand_by_loops(weight, layer.grid), None
+    if mode == 'kernel':
+        dense = dense + h.unsqueeze(1)
+    elif mode == 'input':
+        bias = (dense.squeeze(1) * h).sum((1, 2))
+    expected = reference_output(layer, x, dense, bias)
+    (expected * grad_out).sum().backward()
+    reference = [expected, x.grad, weight.grad] + ([h.grad] if mode else [])
+    for got, want in zip(ours, reference):
+        torch.testing.assert_close(got, want)
 
 
 def test_partial_channels_rounding_and_order():
@@ -153,20 +160,28 @@ def test_partial_channels_rounding_and_order():
     assert not torch.allclose(out[:, :46], x[:, :46])
 
 
-def test_shared_embedding():
-    h = torch.nn.Parameter(PeripheralConv2d.new_pos_embed(6, 21))
-    first = PeripheralConv2d(16, 21, shared_pos_embed=True).double().eval()
-    second = PeripheralConv2d(16, 21, shared_pos_embed=True).double().eval()
-    assert first.pos_embed is None and all('pos_embed' not in name for name, _ in first.named_parameters())
-    x = torch.randn(1, 16, 8, 8, dtype=torch.double)
-    (first(x, h.double()) + second(x, h.double())).sum().backward()
-    assert h.grad is not None and h.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match='shares'):
-        first(x)
-    with pytest.raises(ValueError, match='owns'):
-        PeripheralConv2d(16, 21)(x.float(), h)
-    with pytest.raises(ValueError, match='shape'):
-        first(x, torch.zeros(6, 19, 19, dtype=torch.double))
+def test_shared_embedding_is_one_parameter_stored_by_its_owner():
+    shared = PeripheralPositionalEmbedding(6, 21).double()
+    layers = [PeripheralConv2d(16, 21, shared_pos_embed=shared).double() for _ in range(2)]
+    for layer in layers:
+        assert layer.pos_embed is None
+        assert all('pos_embed' not in name for name in layer.state_dict())
+    x = torch.randn(2, 16, 8, 8, dtype=torch.double)
+    (layers[0](x) + layers[1](x)).sum().backward()
+    assert shared.pos_embed.grad is not None and shared.pos_embed.grad.abs().sum() > 0
+    reference = make_layer(pos_embed='kernel').train()
+    reference.load_state_dict({**layers[0].state_dict(), 'pos_embed': shared.pos_embed})
+    torch.testing.assert_close(layers[0](x), reference(x))
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(pos_embed=None, shared_pos_embed=PeripheralPositionalEmbedding(6, 21)),
+    dict(shared_pos_embed=PeripheralPositionalEmbedding(6, 19)),
+    dict(shared_pos_embed=PeripheralPositionalEmbedding(16, 21)),
+])
+def test_shared_embedding_rejects_mismatch(kwargs):
+    with pytest.raises(ValueError):
+        PeripheralConv2d(16, 21, **kwargs)
 
 
 def test_explicit_grid_override():
@@ -201,21 +216,33 @@ def test_layer_rejects_invalid(kwargs):
     ('input', 3, 1, False),
 ])
 def test_switch_to_deploy_same_outputs(mode, small_kernel, center_size, cell_form):
-    layer = make_layer(pos_embed=mode, small_kernel=small_kernel, center_size=center_size)
+    layer = make_layer(pos_embed=mode, small_kernel=small_kernel, center_size=center_size).train()
     x = torch.randn(2, 16, 11, 14, dtype=torch.double)
-    before = layer(x)
+    layer(x)  # update running statistics (and, for 'input', absorb the embedding bias into them)
+    layer.eval()
+    dense = expand_by_loops(layer.weight, layer.grid)
+    bias = None
+    if mode == 'kernel':
+        dense = dense + layer.pos_embed.unsqueeze(1)
+    elif mode == 'input':
+        bias = (dense.squeeze(1) * layer.pos_embed).sum((1, 2))
+    expected = reference_output(layer, x, dense, bias)
     layer.switch_to_deploy()
-    assert layer.deploy and not hasattr(layer, 'bn') and not hasattr(layer, 'small_bn')
+    assert layer.deploy and not hasattr(layer, 'bn') and not hasattr(layer, 'small_conv')
+    assert [name for name, _ in layer.named_parameters()] == ['fused_weight', 'fused_bias']
     expected_side = len(layer.grid) if cell_form else 21
     assert layer.fused_weight.shape == (6, 1, expected_side, expected_side)
-    torch.testing.assert_close(layer(x), before)
+    torch.testing.assert_close(layer(x), expected)
+    layer.switch_to_deploy()  # idempotent
+    torch.testing.assert_close(layer(x), expected)
 
 
 def test_switch_to_deploy_with_shared_embedding():
-    h = PeripheralConv2d.new_pos_embed(6, 21).double()
-    layer = PeripheralConv2d(16, 21, shared_pos_embed=True).double().eval()
-    randomise_bn(layer.bn, layer.small_bn)
+    shared = PeripheralPositionalEmbedding(6, 21).double()
+    layer = PeripheralConv2d(16, 21, shared_pos_embed=shared).double().eval()
+    randomise_bn(layer.bn, layer.small_conv.bn)
     x = torch.randn(1, 16, 10, 10, dtype=torch.double)
-    before = layer(x, h)
-    layer.switch_to_deploy(h)
+    before = layer(x)
+    layer.switch_to_deploy()
+    shared.pos_embed.data.zero_()  # the deployed layer no longer depends on it
     torch.testing.assert_close(layer(x), before)

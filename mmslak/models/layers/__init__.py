@@ -1,5 +1,5 @@
 """Building blocks of the backbones: norms, the decomposed SLaK conv, the peripheral conv."""
-from .peripheral import PeripheralConv2d, peripheral_grid  # noqa: F401
+from .peripheral import PeripheralConv2d, PeripheralPositionalEmbedding, peripheral_grid  # noqa: F401
 from .decomposed_conv import (DecomposedLargeKernelConv, DepthwiseConvBN,  # noqa: F401
                               fold_batch_norm, pad_kernel)
 from .norm import LayerNorm2d  # noqa: F401

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from mmslak.ops import depthwise_conv2d
 
+from .decomposed_conv import DepthwiseConvBN, fold_batch_norm, pad_kernel
+
 POS_EMBED_MODES = ('kernel', 'input', None)
 
 
@@ -68,19 +70,39 @@ def _check_grid(grid, kernel_size):
     return grid
 
 
+class PeripheralPositionalEmbedding(nn.Module):
+    """PeLK's kernel-wise positional embedding ``pos_embed`` (C_conv, K, K), truncated normal (std 0.02).
+
+    A stage builds one and hands it to the :class:`PeripheralConv2d` of each of its blocks, which keep
+    a reference without registering it, so the parameter is stored once (by the stage).
+
+    Args:
+        channels (int): C_conv, the convolved channels of the layers that use it.
+        kernel_size (int): K.
+    """
+
+    def __init__(self, channels, kernel_size):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.empty(channels, kernel_size, kernel_size))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def extra_repr(self):
+        return f'{self.pos_embed.shape[0]}, kernel_size={self.pos_embed.shape[-1]}'
+
+
 class PeripheralConv2d(nn.Module):
     """Partial depthwise peripheral convolution with a kernel-wise positional embedding (PeLK).
 
     The first ``conv_channels = round(conv_ratio * channels)`` channels (Python ``round``: ties to
     even, 124 * 3/8 = 46.5 -> 46) go through ``BN(peripheral conv) [+ BN(small conv)]``; the other
-    channels pass unchanged; the output is ``cat([conv part, identity part])`` in the input's channel
+    channels pass unchanged; the output is ``cat([conv part, identity part])``, i.e. the input's channel
     order. The small parallel branch sees the convolved channels only: the paper's identity channels
     are untouched by any spatial mixing.
 
     The parameter kernel ``weight`` (C_conv, 1, k', k') stands for the dense K x K kernel in which every
-    position of grid cell (a, b) holds ``weight[..., a, b]`` (``expanded_kernel()``).
+    position of grid cell (a, b) holds ``weight[..., a, b]`` (:meth:`expanded_kernel`).
 
-    Positional embedding ``h`` (C_conv, K, K), truncated normal (std 0.02):
+    Positional embedding ``h`` (C_conv, K, K), see :class:`PeripheralPositionalEmbedding`:
 
     * ``'kernel'`` (default): added to the expanded kernel, ``W = expand(w) + h``. The paper's figure
       motivates ``h`` as what lets the kernel tell apart positions that share a cell; only this reading
@@ -88,15 +110,15 @@ class PeripheralConv2d(nn.Module):
     * ``'input'``: the paper's equation ``Y = sum W (X + h)``. We add ``h`` at every window position,
       zero padding included (what unfolding the zero-padded input and adding ``h`` does), so the term
       is exactly the per-channel constant ``sum_ij expand(w) h``, computed from ``h`` pooled over the
-      cells. Note that the BatchNorm after the conv removes per-channel constants, so with this reading
-      ``h`` has no effect on the output in training mode; it exists to compare with the paper.
+      cells. The BatchNorm after the conv removes per-channel constants, so with this reading ``h``
+      has no effect on the output in training mode; it exists to compare with the paper.
     * ``None``: no embedding.
 
     With ``'input'`` or ``None`` the kernel is piecewise constant and the dense K x K kernel is never
-    built.
-
-    The embedding can be shared by the blocks of a stage: build the layers with
-    ``shared_pos_embed=True`` (they then own no ``h``) and pass the stage's tensor to ``forward``.
+    built. When no BatchNorm uses batch statistics (eval mode, ``norm_eval``), the forward folds the
+    BatchNorms, the embedding and the small branch into one kernel and a bias and runs one convolution
+    (the same function, differentiable in every parameter); :meth:`switch_to_deploy` makes that
+    permanent.
 
     Args:
         channels (int): input = output channels.
@@ -109,8 +131,8 @@ class PeripheralConv2d(nn.Module):
             most K; ``None`` turns the branch off. Default: 5.
         grid (Sequence[int], optional): explicit cell widths summing to K; overrides ``center_size``
             and ``growth``.
-        shared_pos_embed (bool): the embedding is supplied to ``forward`` instead of owned. Default:
-            False.
+        shared_pos_embed (PeripheralPositionalEmbedding, optional): an embedding owned elsewhere (the
+            stage) and shared with other layers; by default the layer owns its own ``pos_embed``.
     """
 
     def __init__(self,
@@ -122,7 +144,7 @@ class PeripheralConv2d(nn.Module):
                  conv_ratio=3 / 8,
                  small_kernel=5,
                  grid=None,
-                 shared_pos_embed=False):
+                 shared_pos_embed=None):
         super().__init__()
         if pos_embed not in POS_EMBED_MODES:
             raise ValueError(f'pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}')
@@ -142,7 +164,6 @@ class PeripheralConv2d(nn.Module):
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
         self.pos_embed_mode = pos_embed
-        self.shared_pos_embed = shared_pos_embed and pos_embed is not None
         self.deploy = False
         # Index of the grid cell of every kernel row/column: expansion is two index_selects.
         cell_index = torch.repeat_interleave(torch.arange(len(self.grid)), torch.tensor(self.grid))
@@ -150,154 +171,132 @@ class PeripheralConv2d(nn.Module):
 
         cells = len(self.grid)
         self.weight = nn.Parameter(torch.empty(conv_channels, 1, cells, cells))
-        self.bn = nn.BatchNorm2d(conv_channels)
-        if pos_embed is not None and not shared_pos_embed:
-            self.pos_embed = nn.Parameter(self.new_pos_embed(conv_channels, kernel_size))
-        else:
-            self.pos_embed = None
-        if small_kernel is not None:
-            self.small_weight = nn.Parameter(torch.empty(conv_channels, 1, small_kernel, small_kernel))
-            self.small_bn = nn.BatchNorm2d(conv_channels)
-        self.reset_parameters()
-
-    @staticmethod
-    def new_pos_embed(conv_channels, kernel_size):
-        """A fresh embedding ``h`` (C_conv, K, K), truncated normal with std 0.02 (for a stage to share)."""
-        return nn.init.trunc_normal_(torch.empty(conv_channels, kernel_size, kernel_size), std=0.02)
-
-    def reset_parameters(self):
         # The expanded kernel starts like a dense K x K nn.Conv2d would (uniform, bound 1/sqrt(K*K)),
         # so the output scale does not depend on how coarse the grid is.
-        nn.init.uniform_(self.weight, -1 / self.kernel_size, 1 / self.kernel_size)
-        if self.small_kernel is not None:
-            nn.init.uniform_(self.small_weight, -1 / self.small_kernel, 1 / self.small_kernel)
+        nn.init.uniform_(self.weight, -1 / kernel_size, 1 / kernel_size)
+        self.bn = nn.BatchNorm2d(conv_channels)
+        self.small_conv = (
+            DepthwiseConvBN(conv_channels, (small_kernel, small_kernel)) if small_kernel is not None else None)
+
+        self.pos_embed = None
+        # A tuple keeps the shared module out of this layer's children: its owner stores it once.
+        self._shared_pos_embed = ()
+        if shared_pos_embed is not None:
+            if pos_embed is None:
+                raise ValueError('shared_pos_embed given but pos_embed=None')
+            shape = tuple(shared_pos_embed.pos_embed.shape)
+            if shape != (conv_channels, kernel_size, kernel_size):
+                raise ValueError(f'shared_pos_embed must be ({conv_channels}, {kernel_size}, {kernel_size}) '
+                                 f'(conv channels, K, K), got {shape}')
+            self._shared_pos_embed = (shared_pos_embed, )
+        elif pos_embed is not None:
+            self.pos_embed = PeripheralPositionalEmbedding(conv_channels, kernel_size).pos_embed
+
+    def _embedding(self):
+        return self._shared_pos_embed[0].pos_embed if self._shared_pos_embed else self.pos_embed
 
     def _expand(self, cell_kernel):
         return cell_kernel.index_select(2, self.cell_index).index_select(3, self.cell_index)
 
-    def _resolve_pos_embed(self, pos_embed):
-        if self.pos_embed_mode is None:
-            return None
-        if self.shared_pos_embed:
-            if pos_embed is None:
-                raise ValueError('this PeripheralConv2d shares its positional embedding: pass the '
-                                 "stage's pos_embed tensor")
-        elif pos_embed is not None:
-            raise ValueError('this PeripheralConv2d owns its positional embedding; do not pass one')
-        else:
-            pos_embed = self.pos_embed
-        expected = (self.conv_channels, self.kernel_size, self.kernel_size)
-        if tuple(pos_embed.shape) != expected:
-            raise ValueError(f'pos_embed must have shape {expected}, got {tuple(pos_embed.shape)}')
-        return pos_embed
+    def _peripheral_conv(self, x, cell_kernel, bias=None):
+        return depthwise_conv2d(x, self._expand(cell_kernel), bias)
 
-    def expanded_kernel(self, pos_embed=None):
+    def expanded_kernel(self):
         """The dense kernel (C_conv, 1, K, K) of the peripheral conv, before its BatchNorm.
 
         With ``pos_embed='kernel'`` it includes ``h``; with ``'input'`` the embedding is a bias, not
         part of the kernel.
-
-        Args:
-            pos_embed (Tensor, optional): the stage's embedding when it is shared.
         """
         if self.deploy:
             raise RuntimeError('expanded_kernel() describes the trainable form; call it before '
                                'switch_to_deploy()')
         kernel = self._expand(self.weight)
-        h = self._resolve_pos_embed(pos_embed)
         if self.pos_embed_mode == 'kernel':
-            kernel = kernel + h.unsqueeze(1)
+            kernel = kernel + self._embedding().unsqueeze(1)
         return kernel
 
-    def _input_pos_embed_bias(self, h):
+    def _input_embedding_bias(self):
         # sum_ij expand(w)_ij h_ij = sum_ab w_ab (sum of h over cell ab): pool h over the cells so the
         # dense kernel is never built.
-        cells = len(self.grid)
-        pooled = h.new_zeros(self.conv_channels, cells, self.kernel_size).index_add_(1, self.cell_index, h)
-        pooled = pooled.new_zeros(self.conv_channels, cells, cells).index_add_(2, self.cell_index, pooled)
+        h, cells = self._embedding(), len(self.grid)
+        pooled = h.new_zeros(self.conv_channels, cells, self.kernel_size).index_add(1, self.cell_index, h)
+        pooled = pooled.new_zeros(self.conv_channels, cells, cells).index_add(2, self.cell_index, pooled)
         return (self.weight.squeeze(1) * pooled).sum((1, 2))
 
-    def _peripheral_conv(self, x, cell_kernel, bias=None):
-        return depthwise_conv2d(x, self._expand(cell_kernel), bias)
+    def _small_kernel_offset(self):
+        """First cell of the centred small kernel if every position it covers is its own width-1 cell
+        (it then folds into the cell-form kernel), else None."""
+        start = (self.kernel_size - self.small_kernel) // 2
+        cells = self.cell_index[start:start + self.small_kernel].tolist()
+        return None if any(self.grid[c] != 1 for c in cells) else cells[0]
 
-    def forward(self, x, pos_embed=None):
-        """Args:
-            x (Tensor): (N, channels, H, W).
-            pos_embed (Tensor, optional): the stage's embedding (C_conv, K, K) when it is shared.
+    def fused_kernel(self):
+        """Kernel and bias (C_conv,) of the single conv equal to this layer with running statistics.
+
+        The kernel is in cell form (C_conv, 1, k', k') when it is piecewise constant on the grid (no
+        ``'kernel'`` embedding, small branch inside the width-1 centre), else dense (C_conv, 1, K, K).
         """
+        if self.deploy:
+            return self.fused_weight, self.fused_bias
+        offset = 0 if self.small_conv is None else self._small_kernel_offset()
+        cell_form = self.pos_embed_mode != 'kernel' and offset is not None
+        kernel, bias = fold_batch_norm(self.weight if cell_form else self.expanded_kernel(), self.bn)
+        if self.pos_embed_mode == 'input':
+            # BN(conv + b) = scale * conv + shift + scale * b
+            bias = bias + self._input_embedding_bias() * self.bn.weight * torch.rsqrt(self.bn.running_var +
+                                                                                      self.bn.eps)
+        if self.small_conv is not None:
+            small, small_bias = self.small_conv.fused_kernel()
+            if cell_form:
+                cells = len(self.grid)
+                small = F.pad(small, [offset, cells - offset - self.small_kernel] * 2)
+            else:
+                small = pad_kernel(small, kernel.shape[2:])
+            kernel, bias = kernel + small, bias + small_bias
+        return kernel, bias
+
+    def _uses_batch_statistics(self):
+        return self.bn.training or (self.small_conv is not None and self.small_conv.uses_batch_statistics)
+
+    def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'expected input (N, {self.channels}, H, W), got {tuple(x.shape)}')
         x_conv, x_identity = x.split([self.conv_channels, self.channels - self.conv_channels], dim=1)
-        if self.deploy:
-            if self.fused_weight.shape[-1] == self.kernel_size:
-                out = depthwise_conv2d(x_conv, self.fused_weight, self.fused_bias)
+        if self.deploy or not self._uses_batch_statistics():
+            kernel, bias = self.fused_kernel()
+            if kernel.shape[-1] == self.kernel_size:
+                out = depthwise_conv2d(x_conv, kernel, bias)
             else:
-                out = self._peripheral_conv(x_conv, self.fused_weight, self.fused_bias)
-            return torch.cat([out, x_identity], dim=1)
-
-        h = self._resolve_pos_embed(pos_embed)
-        if self.pos_embed_mode == 'kernel':
-            out = depthwise_conv2d(x_conv, self._expand(self.weight) + h.unsqueeze(1))
-        elif self.pos_embed_mode == 'input':
-            out = self._peripheral_conv(x_conv, self.weight, self._input_pos_embed_bias(h))
+                out = self._peripheral_conv(x_conv, kernel, bias)
         else:
-            out = self._peripheral_conv(x_conv, self.weight)
-        out = self.bn(out)
-        if self.small_kernel is not None:
-            out = out + self.small_bn(depthwise_conv2d(x_conv, self.small_weight))
+            if self.pos_embed_mode == 'kernel':
+                out = depthwise_conv2d(x_conv, self.expanded_kernel())
+            elif self.pos_embed_mode == 'input':
+                out = self._peripheral_conv(x_conv, self.weight, self._input_embedding_bias())
+            else:
+                out = self._peripheral_conv(x_conv, self.weight)
+            out = self.bn(out)
+            if self.small_conv is not None:
+                out = out + self.small_conv(x_conv)
         return torch.cat([out, x_identity], dim=1)
 
-    @staticmethod
-    def _bn_scale_shift(bn):
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return scale, bn.bias - bn.running_mean * scale
-
     @torch.no_grad()
-    def switch_to_deploy(self, pos_embed=None):
-        """Fold the BatchNorms, the embedding and the small branch into one kernel and a bias.
+    def switch_to_deploy(self):
+        """Replace the branches, BatchNorms and embedding by :meth:`fused_kernel` (idempotent).
 
-        Without a ``'kernel'`` embedding and with a small branch that fits in the width-1 centre of
-        the grid, the fused kernel stays in cell form (C_conv, 1, k', k') and keeps the piecewise
-        constant fast path; otherwise the dense (C_conv, 1, K, K) kernel is cached. Outputs equal the
-        eval-mode outputs before the switch.
-
-        Args:
-            pos_embed (Tensor, optional): the stage's embedding when it is shared.
+        Outputs equal the eval-mode outputs before the switch; a piecewise-constant kernel stays in
+        cell form and keeps the fast path.
         """
         if self.deploy:
             return
-        h = self._resolve_pos_embed(pos_embed)
-        scale, bias = self._bn_scale_shift(self.bn)
-        if self.pos_embed_mode == 'input':
-            bias = bias + self._input_pos_embed_bias(h) * scale
-        pad = self._centre_pad()
-        if self.pos_embed_mode == 'kernel' or pad is None:
-            kernel = self.expanded_kernel(pos_embed) * scale.view(-1, 1, 1, 1)
-            pad = (self.kernel_size - (self.small_kernel or 0)) // 2
-        else:
-            kernel = self.weight * scale.view(-1, 1, 1, 1)
-        if self.small_kernel is not None:
-            small_scale, small_shift = self._bn_scale_shift(self.small_bn)
-            kernel = kernel + F.pad(self.small_weight * small_scale.view(-1, 1, 1, 1), [pad] * 4)
-            bias = bias + small_shift
-            del self.small_weight, self.small_bn
+        kernel, bias = (t.detach().clone() for t in self.fused_kernel())
+        del self.weight, self.bn, self.small_conv, self.pos_embed
+        self._shared_pos_embed = ()
         self.fused_weight = nn.Parameter(kernel)
         self.fused_bias = nn.Parameter(bias)
-        del self.weight, self.bn, self.pos_embed
         self.deploy = True
-
-    def _centre_pad(self):
-        """Cell index where the centred small kernel starts if every position it covers is its own
-        width-1 cell (so it folds into the cell kernel), else None."""
-        if self.small_kernel is None:
-            return 0
-        start = (self.kernel_size - self.small_kernel) // 2
-        cells = self.cell_index[start:start + self.small_kernel].tolist()
-        if any(self.grid[c] != 1 for c in cells):
-            return None
-        return cells[0]
 
     def extra_repr(self):
         return (f'{self.channels}, kernel_size={self.kernel_size}, conv_channels={self.conv_channels}, '
                 f'grid={self.grid}, pos_embed={self.pos_embed_mode!r}, small_kernel={self.small_kernel}, '
-                f'shared_pos_embed={self.shared_pos_embed}, deploy={self.deploy}')
+                f'shared_pos_embed={bool(self._shared_pos_embed)}, deploy={self.deploy}')
