@@ -190,7 +190,8 @@ class LargeKernelConvNeXt(BaseModule):
             self.downsample_layers.append(
                 nn.Sequential(LayerNorm2d(widths[i - 1]), nn.Conv2d(widths[i - 1], widths[i], 2, stride=2)))
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        num_blocks = sum(depths)
+        rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.stages = nn.ModuleList()
         for i, (depth, dim, size) in enumerate(zip(depths, widths, kernel_size)):
             shared = self.make_stage_shared(i, dim, size)
