@@ -6,7 +6,6 @@ or on CPU tensors when the Triton interpreter is on (``TRITON_INTERPRET=1``). fp
 in fp32, float64 in float64. Autograd is the caller's business (:mod:`mmslak.ops.depthwise`): these are
 plain forward / backward functions. Ask :func:`triton_supports` before calling them.
 """
-import importlib
 import importlib.util
 import os
 
@@ -23,36 +22,33 @@ CHANNELS_LAST_BLOCK_POSITIONS = 32
 WEIGHT_GRAD_BLOCK_TAPS = 16
 WEIGHT_GRAD_TILE = 4096
 
-_kernels_module = None
-_kernels_interpreted = None
-
-
 def is_available():
     """Whether triton can be imported (it is not a hard dependency of mmslak)."""
     return importlib.util.find_spec('triton') is not None
 
 
-def next_power_of_2(value):
-    return 1 << (value - 1).bit_length()
+def _interpreter_requested():
+    # Read like triton does, without importing triton (importing it fixes the interpreter mode).
+    return os.environ.get('TRITON_INTERPRET', '0').lower() in ('1', 'true', 'on')
 
 
-def _interpreter_on():
-    return os.environ.get('TRITON_INTERPRET', '0').lower() in ('1', 'true', 'on', 'yes')
+def _interpreter_active():
+    """Whether triton runs jit functions interpreted in this process.
+
+    triton decides this for its own language library when it is first imported, so setting
+    TRITON_INTERPRET=1 afterwards is not enough.
+    """
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(tl.zeros, InterpretedFunction)
 
 
 def _kernels():
-    """The kernels module, (re)loaded so that its kernels match the current interpreter mode."""
-    global _kernels_module, _kernels_interpreted
     if not is_available():
         raise ImportError('The Triton backend of mmslak.ops needs the `triton` package (shipped with the '
                           'CUDA builds of torch); install it or use another backend.')
-    interpreted = _interpreter_on()
-    if _kernels_module is None:
-        _kernels_module = importlib.import_module(f'{__package__}.kernels')
-    elif interpreted != _kernels_interpreted:
-        _kernels_module = importlib.reload(_kernels_module)
-    _kernels_interpreted = interpreted
-    return _kernels_module
+    from . import kernels
+    return kernels
 
 
 def triton_supports(x, *weights):
@@ -71,9 +67,13 @@ def triton_supports(x, *weights):
         return False, f'x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}'
     if x.dtype not in SUPPORTED_DTYPES:
         return False, f'dtype {x.dtype} is not supported (supported: fp32, fp16, bf16, fp64)'
-    if x.device.type == 'cpu' and not _interpreter_on():
-        return False, 'CPU tensors run only under the Triton interpreter (set TRITON_INTERPRET=1)'
-    if x.device.type not in ('cpu', 'cuda'):
+    if x.device.type == 'cpu':
+        if not _interpreter_requested():
+            return False, 'CPU tensors run only under the Triton interpreter (set TRITON_INTERPRET=1)'
+        if not _interpreter_active():
+            return False, ('triton was imported before TRITON_INTERPRET=1 was set, so its interpreter is '
+                           'off in this process; set the variable before anything imports triton')
+    elif x.device.type != 'cuda':
         return False, f'device {x.device} is not supported (CUDA, or CPU under the interpreter)'
     channels = x.shape[1]
     for tensor in weights:
@@ -90,6 +90,10 @@ def triton_supports(x, *weights):
             return False, (f'weights must have shape (C, 1, kh, kw) with C={channels} and odd kh, kw, '
                            f'got {tuple(tensor.shape)}')
     return True, ''
+
+
+def next_power_of_2(value):
+    return 1 << (value - 1).bit_length()
 
 
 def _overlapping_range(kernel_side, image_side):
@@ -124,10 +128,11 @@ def _launch_forward(x, weights, bias):
     # Unused branch slots still need valid arguments; NUM_BRANCHES keeps the kernel from reading them.
     branch_args += branch_args[:7] * (MAX_BRANCHES - len(weights))
 
-    grid = (n * -(-channels // block_c), -(-height * width // block_p))
+    channel_blocks = -(-channels // block_c)
+    grid = (n * channel_blocks, -(-height * width // block_p))
     _kernels().dwconv_forward_kernel[grid](
         x, y, bias if bias is not None else x,
-        channels, height, width, *x.stride(), *y.stride(), *branch_args,
+        channels, channel_blocks, height, width, *x.stride(), *y.stride(), *branch_args,
         NUM_BRANCHES=len(weights), HAS_BIAS=bias is not None, ACC_DTYPE=_accumulator_dtype(x.dtype),
         BLOCK_C=block_c, BLOCK_P=block_p)
     return y

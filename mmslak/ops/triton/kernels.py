@@ -1,8 +1,7 @@
 """Triton kernels of the depthwise 'same' convolutions (imported lazily by :mod:`.dwconv`).
 
-Importing this module requires triton. ``triton.jit`` decides at decoration time whether a kernel is
-compiled for the GPU or run by the interpreter (``TRITON_INTERPRET=1``), so :mod:`.dwconv` reloads this
-module when that mode changes instead of holding on to kernels built for the other mode.
+Importing this module requires triton; whether the kernels are compiled for the GPU or run by the
+interpreter is decided by ``TRITON_INTERPRET`` when triton is first imported.
 
 Layout of the work:
 
@@ -41,7 +40,7 @@ def _accumulate_branch(acc, x_tile_ptr, h, w, position_ok, c, channel_ok, H, W, 
 @triton.jit
 def dwconv_forward_kernel(
         x_ptr, y_ptr, bias_ptr,
-        C, H, W,
+        C, channel_blocks, H, W,
         stride_xn, stride_xc, stride_xh, stride_xw,
         stride_yn, stride_yc, stride_yh, stride_yw,
         w0_ptr, KH0, KW0, row_lo0, row_hi0, col_lo0, col_hi0,
@@ -49,9 +48,8 @@ def dwconv_forward_kernel(
         w2_ptr, KH2, KW2, row_lo2, row_hi2, col_lo2, col_hi2,
         NUM_BRANCHES: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """y = sum over branches b of depthwise_same_conv(x, w_b) (+ bias); grid (N * cdiv(C, BLOCK_C),
-    cdiv(H * W, BLOCK_P))."""
-    channel_blocks = tl.cdiv(C, BLOCK_C)
+    """y = sum over branches b of depthwise_same_conv(x, w_b) (+ bias); grid (N * channel_blocks,
+    cdiv(H * W, BLOCK_P)) with channel_blocks = cdiv(C, BLOCK_C)."""
     n = tl.program_id(0) // channel_blocks
     c = (tl.program_id(0) % channel_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < C

@@ -1,0 +1,166 @@
+"""Triton depthwise kernels under the Triton interpreter (CPU tensors), checked against F.conv2d.
+
+The interpreter runs every program in numpy, so the shapes are tiny. triton fixes its interpreter mode
+when it is first imported, hence the variable is set before importing it.
+"""
+import os
+
+os.environ['TRITON_INTERPRET'] = '1'
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+pytest.importorskip('triton', reason='triton is not installed (it ships with the CUDA builds of torch)')
+
+from mmslak.ops.triton import (triton_decomposed_backward, triton_decomposed_forward,  # noqa: E402
+                               triton_dwconv2d_backward, triton_dwconv2d_forward, triton_supports)
+
+_supported, _reason = triton_supports(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+if not _supported:
+    pytest.skip(f'Triton interpreter unavailable: {_reason}', allow_module_level=True)
+
+# (input shape, kernel (kh, kw), channels_last)
+CASES = [
+    ((2, 3, 9, 9), (7, 3), False),
+    ((2, 3, 9, 9), (3, 7), True),
+    ((1, 3, 5, 6), (5, 5), False),
+    ((2, 2, 6, 7), (1, 1), True),
+    ((1, 2, 4, 3), (9, 11), False),  # kernel larger than the image on both sides
+    ((1, 3, 1, 8), (3, 5), False),  # H = 1
+    ((2, 2, 7, 1), (5, 3), True),  # W = 1
+]
+CASE_IDS = [f'{"x".join(map(str, s))}-k{k[0]}x{k[1]}{"-cl" if cl else ""}' for s, k, cl in CASES]
+
+
+def reference_conv(x, weight, bias=None):
+    kh, kw = weight.shape[2:]
+    return F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1])
+
+
+def make_inputs(shape, kernel, channels_last, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(shape[1], 1, *kernel, generator=generator, dtype=dtype)
+    bias = torch.randn(shape[1], generator=generator, dtype=dtype)
+    return x, weight, bias
+
+
+def autograd_reference(x, weights, grad_out):
+    """Gradients of sum_b conv(x, w_b) for grad_out, by autograd through F.conv2d."""
+    x = x.detach().clone().requires_grad_()
+    weights = [w.detach().clone().requires_grad_() for w in weights]
+    sum(reference_conv(x, w) for w in weights).backward(grad_out)
+    return x.grad, [w.grad for w in weights]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('shape,kernel,channels_last', CASES, ids=CASE_IDS)
+def test_forward_matches_conv2d(shape, kernel, channels_last, dtype):
+    x, weight, bias = make_inputs(shape, kernel, channels_last, dtype)
+    assert triton_supports(x, weight, bias) == (True, '')
+    y = triton_dwconv2d_forward(x, weight, bias)
+    assert y.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(y, reference_conv(x, weight, bias), rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(triton_dwconv2d_forward(x, weight), reference_conv(x, weight), rtol=tolerance,
+                               atol=tolerance)
+
+
+@pytest.mark.parametrize('shape,kernel,channels_last', CASES, ids=CASE_IDS)
+def test_backward_matches_autograd(shape, kernel, channels_last):
+    x, weight, _ = make_inputs(shape, kernel, channels_last, torch.float64)
+    grad_out = torch.randn(reference_conv(x, weight).shape, dtype=torch.float64)
+    expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
+    torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
+
+
+def test_backward_returns_only_what_is_needed():
+    x, weight, _ = make_inputs((1, 2, 5, 5), (3, 5), False, torch.float64)
+    grad_out = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=False)
+    assert grad_w is None
+    torch.testing.assert_close(grad_x, expected_x)
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=False, need_weight=True)
+    assert grad_x is None
+    torch.testing.assert_close(grad_w, expected_w)
+
+
+def test_backward_with_broadcast_grad_out():
+    # y.sum().backward() hands the backward an expanded tensor whose strides are all 0.
+    x, weight, _ = make_inputs((2, 2, 5, 4), (5, 3), False, torch.float64)
+    grad_out = torch.ones((), dtype=torch.float64).expand(2, 2, 5, 4)
+    expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out.contiguous())
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
+    torch.testing.assert_close(grad_x, expected_x)
+    torch.testing.assert_close(grad_w, expected_w)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_half_precision_forward(dtype, channels_last):
+    x, weight, bias = make_inputs((2, 3, 8, 7), (7, 3), channels_last, dtype)
+    y = triton_dwconv2d_forward(x, weight, bias)
+    assert y.dtype == dtype
+    # Accumulation is in fp32, so the only error is rounding the result (and nothing like the error of
+    # summing 21 terms in half precision).
+    expected = reference_conv(x.float(), weight.float(), bias.float())
+    torch.testing.assert_close(y.float(), expected, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(y, expected.to(dtype), rtol=0, atol=expected.abs().max().item() * 2**-7)
+
+
+@pytest.mark.parametrize('with_small', [True, False], ids=['long+wide+small', 'long+wide'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_decomposed_matches_sum_of_convs(with_small, channels_last):
+    x, w_long, bias = make_inputs((2, 3, 8, 9), (7, 3), channels_last, torch.float64, seed=1)
+    generator = torch.Generator().manual_seed(2)
+    w_wide = torch.randn(3, 1, 3, 7, generator=generator, dtype=torch.float64)
+    w_small = torch.randn(3, 1, 3, 3, generator=generator, dtype=torch.float64) if with_small else None
+    weights = [w_long, w_wide] + ([w_small] if with_small else [])
+
+    y = triton_decomposed_forward(x, w_long, w_wide, w_small, bias)
+    expected = sum(reference_conv(x, w) for w in weights) + bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+    grad_out = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    expected_x, expected_ws = autograd_reference(x, weights, grad_out)
+    grad_x, *grad_ws = triton_decomposed_backward(grad_out, x, w_long, w_wide, w_small, need_input=True,
+                                                  need_weight=True)
+    torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
+    for grad_w, expected_w in zip(grad_ws, expected_ws):
+        torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
+    assert (grad_ws[2] is None) == (not with_small)
+
+
+def test_decomposed_half_precision_forward():
+    x, w_long, bias = make_inputs((1, 2, 6, 6), (5, 3), False, torch.bfloat16)
+    w_wide = torch.randn(2, 1, 3, 5).to(torch.bfloat16)
+    y = triton_decomposed_forward(x, w_long, w_wide, None, bias)
+    assert y.dtype == torch.bfloat16
+    expected = (reference_conv(x.float(), w_long.float(), bias.float()) + reference_conv(x.float(), w_wide.float()))
+    torch.testing.assert_close(y.float(), expected, rtol=1e-2, atol=2e-2)
+
+
+def test_supports_reports_reasons(monkeypatch):
+    x, weight, bias = make_inputs((1, 2, 5, 5), (3, 3), False, torch.float32)
+    assert triton_supports(x, weight, None, bias) == (True, '')
+
+    def reason(*tensors):
+        supported, why = triton_supports(*tensors)
+        assert not supported
+        return why
+
+    assert 'dtype' in reason(x.to(torch.int32), weight.to(torch.int32))
+    assert 'float64' in reason(x, weight.double())
+    assert 'odd' in reason(x, torch.randn(2, 1, 4, 3))
+    assert 'C=2' in reason(x, torch.randn(3, 1, 3, 3))
+    assert 'bias' in reason(x, weight, torch.randn(3))
+    assert '4-D' in reason(x[0], weight)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    assert 'TRITON_INTERPRET' in reason(x, weight)
