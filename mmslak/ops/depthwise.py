@@ -1,64 +1,274 @@
-"""Public depthwise large-kernel convolution API (placeholder: PyTorch backend only).
+"""Depthwise large-kernel 'same' convolutions: the only large-kernel convolution entry points of the models.
 
-The ops issue replaces the internals with a dispatcher over C++ / Triton / PyTorch backends; the
-signatures here are the contract the models rely on.
+SLaK (`More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity
+<https://arxiv.org/abs/2207.03620>`_) spends its time in depthwise convolutions with kernels (51, 5),
+(5, 51) and (5, 5); PeLK (`Parameter-efficient Large Kernel ConvNets with Peripheral Convolution
+<https://arxiv.org/abs/2403.07589>`_) in dense 51x51 and 101x101 ones. PyTorch's depthwise backward is
+an order of magnitude slower than its forward for such kernels, so the ops here are declared once as
+``torch.library`` custom ops (``mmslak::dwconv2d_forward``/``_backward`` and
+``mmslak::decomposed_dwconv2d_forward``/``_backward``, with fake kernels for ``torch.compile`` and
+registered autograd), and their CPU and CUDA kernels run the backend picked by
+:mod:`mmslak.ops.dispatch`: the C++ CPU kernels, the Triton kernels, or PyTorch.
 """
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch import Tensor
+
+from .dispatch import select_dwconv_backend
 
 MAX_KERNEL_SIDE = 151
+_DEVICES = ('cpu', 'cuda')
 
 
-def _check(x, weight, bias, name='weight'):
-    if x.dim() != 4:
-        raise ValueError(f'x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}')
+def _check(x: Tensor, weight: Tensor, name: str = 'weight'):
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f'x must be a 4-D tensor (N, C, H, W), got {shape}')
     if not x.is_floating_point():
         raise ValueError(f'x must be a floating-point tensor, got {x.dtype}')
     channels = x.shape[1]
-    if weight.dim() != 4 or weight.shape[0] != channels or weight.shape[1] != 1:
-        raise ValueError(f'{name} must have shape (C, 1, kh, kw) with C={channels} (channels of x), '
-                         f'got {tuple(weight.shape)}')
-    for side in weight.shape[2:]:
-        if side % 2 == 0 or not 1 <= side <= MAX_KERNEL_SIDE:
-            raise ValueError(f'{name} kernel sides must be odd and in 1..{MAX_KERNEL_SIDE}, got '
-                             f'{tuple(weight.shape[2:])}')
-    if bias is not None and tuple(bias.shape) != (channels, ):
-        raise ValueError(f'bias must have shape ({channels},), got {tuple(bias.shape)}')
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or weight.shape[1] != 1:
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f'{name} must have shape (C, 1, kh, kw), got {shape}')
+    if weight.shape[0] != channels:
+        raise ValueError(f'{name} has {weight.shape[0]} channels but x has {channels}: a depthwise '
+                         f'weight must have shape (C, 1, kh, kw) with C = x.shape[1]')
+    kernel = tuple(weight.shape[2:])
+    if any(side % 2 == 0 or not 1 <= side <= MAX_KERNEL_SIDE for side in kernel):
+        raise ValueError(f'{name} kernel sides must be odd and in 1..{MAX_KERNEL_SIDE} for a "same" '
+                         f'convolution, got {kernel}')
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise ValueError(f'{name} must have the dtype and device of x ({x.dtype}, {x.device}), got '
+                         f'{weight.dtype}, {weight.device}')
 
 
-def depthwise_conv2d(x, weight, bias=None):
+def _check_bias(x: Tensor, bias: Optional[Tensor]):
+    if bias is None:
+        return
+    if not isinstance(bias, Tensor) or tuple(bias.shape) != (x.shape[1], ):
+        shape = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f'bias must have shape ({x.shape[1]},), got {shape}')
+    if bias.dtype != x.dtype or bias.device != x.device:
+        raise ValueError(f'bias must have the dtype and device of x ({x.dtype}, {x.device}), got '
+                         f'{bias.dtype}, {bias.device}')
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last when x is laid out so (and not also plain contiguous), else contiguous."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _like(x: Tensor, result: Tensor) -> Tensor:
+    """``result`` in the memory format of ``x``: the layout the fake kernels promise."""
+    return result.contiguous(memory_format=_memory_format(x))
+
+
+def _empty_like(x: Tensor) -> Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+
+
+def _grad_or_empty(needed: bool, grad: Optional[Tensor], like: Tensor) -> Tensor:
+    """Custom ops return tensors, so a gradient that was not asked for is an empty tensor."""
+    return _like(like, grad) if needed else like.new_empty(0)
+
+
+# ----------------------------------------------------------------------------- single kernel
+
+
+@torch.library.custom_op('mmslak::dwconv2d_forward', mutates_args=(), device_types=_DEVICES)
+def _dwconv2d_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    _, backend = select_dwconv_backend(x, weight)
+    return _like(x, backend.forward(x, weight, bias))
+
+
+@_dwconv2d_forward.register_fake
+def _(x, weight, bias):
+    return _empty_like(x)
+
+
+@torch.library.custom_op('mmslak::dwconv2d_backward', mutates_args=(), device_types=_DEVICES)
+def _dwconv2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor, need_input: bool,
+                       need_weight: bool) -> Tuple[Tensor, Tensor]:
+    _, backend = select_dwconv_backend(x, weight)
+    grad_x, grad_w = backend.backward(grad_out, x, weight, need_input, need_weight)
+    return _grad_or_empty(need_input, grad_x, x), _grad_or_empty(need_weight, grad_w, weight)
+
+
+@_dwconv2d_backward.register_fake
+def _(grad_out, x, weight, need_input, need_weight):
+    return (_empty_like(x) if need_input else x.new_empty(0),
+            torch.empty_like(weight) if need_weight else weight.new_empty(0))
+
+
+def _bias_grad(grad_out: Tensor, needed: bool) -> Optional[Tensor]:
+    return grad_out.sum((0, 2, 3)) if needed else None
+
+
+def _dwconv2d_setup_context(ctx, inputs, output):
+    x, weight, _ = inputs
+    ctx.save_for_backward(x, weight)
+
+
+def _dwconv2d_autograd(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad
+    grad_x, grad_w = _dwconv2d_backward(grad_out, x, weight, need_input, need_weight)
+    return (grad_x if need_input else None, grad_w if need_weight else None,
+            _bias_grad(grad_out, need_bias))
+
+
+_dwconv2d_forward.register_autograd(_dwconv2d_autograd, setup_context=_dwconv2d_setup_context)
+
+# ----------------------------------------------------------------------------- decomposed (SLaK)
+
+
+@torch.library.custom_op('mmslak::decomposed_dwconv2d_forward', mutates_args=(),
+                         device_types=_DEVICES)
+def _decomposed_forward(x: Tensor, w_long: Tensor, w_wide: Tensor, w_small: Optional[Tensor],
+                        bias: Optional[Tensor]) -> Tensor:
+    weights = [w for w in (w_long, w_wide, w_small) if w is not None]
+    _, backend = select_dwconv_backend(x, *weights)
+    return _like(x, backend.decomposed_forward(x, w_long, w_wide, w_small, bias))
+
+
+@_decomposed_forward.register_fake
+def _(x, w_long, w_wide, w_small, bias):
+    return _empty_like(x)
+
+
+@torch.library.custom_op('mmslak::decomposed_dwconv2d_backward', mutates_args=(),
+                         device_types=_DEVICES)
+def _decomposed_backward(grad_out: Tensor, x: Tensor, w_long: Tensor, w_wide: Tensor,
+                         w_small: Optional[Tensor], need_input: bool,
+                         need_weight: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    weights = [w for w in (w_long, w_wide, w_small) if w is not None]
+    _, backend = select_dwconv_backend(x, *weights)
+    grad_x, g_long, g_wide, g_small = backend.decomposed_backward(grad_out, x, w_long, w_wide,
+                                                                  w_small, need_input, need_weight)
+    need_small = need_weight and w_small is not None
+    return (_grad_or_empty(need_input, grad_x, x), _grad_or_empty(need_weight, g_long, w_long),
+            _grad_or_empty(need_weight, g_wide, w_wide),
+            _grad_or_empty(need_small, g_small, w_long if w_small is None else w_small))
+
+
+@_decomposed_backward.register_fake
+def _(grad_out, x, w_long, w_wide, w_small, need_input, need_weight):
+    need_small = need_weight and w_small is not None
+    return (_empty_like(x) if need_input else x.new_empty(0),
+            torch.empty_like(w_long) if need_weight else w_long.new_empty(0),
+            torch.empty_like(w_wide) if need_weight else w_wide.new_empty(0),
+            torch.empty_like(w_small) if need_small else w_long.new_empty(0))
+
+
+def _decomposed_setup_context(ctx, inputs, output):
+    x, w_long, w_wide, w_small, _ = inputs
+    ctx.has_small = w_small is not None
+    ctx.save_for_backward(x, w_long, w_wide, w_small)
+
+
+def _decomposed_autograd(ctx, grad_out):
+    x, w_long, w_wide, w_small = ctx.saved_tensors
+    need_input, need_long, need_wide, need_small, need_bias = ctx.needs_input_grad
+    need_weight = need_long or need_wide or need_small
+    grad_x, g_long, g_wide, g_small = _decomposed_backward(grad_out, x, w_long, w_wide, w_small,
+                                                           need_input, need_weight)
+    return (grad_x if need_input else None, g_long if need_long else None,
+            g_wide if need_wide else None, g_small if need_small else None,
+            _bias_grad(grad_out, need_bias))
+
+
+_decomposed_forward.register_autograd(_decomposed_autograd, setup_context=_decomposed_setup_context)
+
+# ----------------------------------------------------------------------------- public API
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """Depthwise 'same' convolution, equal to ``F.conv2d(x, weight, bias, padding=(kh//2, kw//2), groups=C)``.
 
+    Stride 1, dilation 1, zero padding. Differentiable in ``x``, ``weight`` and ``bias``; the result
+    has the memory format of ``x``.
+
     Args:
-        x (Tensor): input (N, C, H, W), contiguous or channels_last.
-        weight (Tensor): kernels (C, 1, kh, kw), kh and kw odd in 1..151.
+        x (Tensor): input (N, C, H, W), contiguous or channels_last, floating point.
+        weight (Tensor): kernels (C, 1, kh, kw), kh and kw odd in 1..151 (rectangular allowed).
         bias (Tensor, optional): (C,).
+
+    Returns:
+        Tensor: (N, C, H, W).
+
+    Raises:
+        ValueError: for a 3-D input, an integer dtype, a weight not (C, 1, kh, kw), a channel
+            mismatch, an even or out-of-range kernel side, or a bias not (C,).
     """
-    _check(x, weight, bias)
-    kh, kw = weight.shape[2:]
-    return F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1])
+    _check(x, weight)
+    _check_bias(x, bias)
+    return _dwconv2d_forward(x, weight, bias)
 
 
-def decomposed_depthwise_conv2d(x, w_long, w_wide, w_small=None, bias=None):
-    """Sum of the 'same' depthwise convolutions with kernels (K, n), (n, K) and optionally (n, n)."""
-    _check(x, w_long, bias, 'w_long')
-    _check(x, w_wide, None, 'w_wide')
-    out = depthwise_conv2d(x, w_long, bias) + depthwise_conv2d(x, w_wide)
+def decomposed_depthwise_conv2d(x: Tensor, w_long: Tensor, w_wide: Tensor,
+                                w_small: Optional[Tensor] = None,
+                                bias: Optional[Tensor] = None) -> Tensor:
+    """Sum of the 'same' depthwise convolutions with kernels (K, n), (n, K) and (n, n), in one pass.
+
+    This is SLaK's decomposed large-kernel block with its BatchNorms folded into the kernels and
+    ``bias``; it is also its training path. Forward reads x once and backward reads (grad_out, x) once
+    for all branches, instead of once per branch.
+
+    Args:
+        x (Tensor): input (N, C, H, W), contiguous or channels_last, floating point.
+        w_long (Tensor): (C, 1, K, n) kernels, K and n odd in 1..151.
+        w_wide (Tensor): (C, 1, n, K) kernels.
+        w_small (Tensor, optional): (C, 1, n, n) kernels.
+        bias (Tensor, optional): (C,).
+
+    Returns:
+        Tensor: (N, C, H, W), the sum of the branch outputs plus ``bias``.
+
+    Raises:
+        ValueError: for any of the problems :func:`depthwise_conv2d` reports, or kernels whose shapes
+            are not (K, n), (n, K) and (n, n).
+    """
+    _check(x, w_long, 'w_long')
+    _check(x, w_wide, 'w_wide')
+    long_side, short_side = w_long.shape[2:]
+    if tuple(w_wide.shape[2:]) != (short_side, long_side):
+        raise ValueError(f'w_wide must be the transpose shape of w_long: w_long is (K, n) = '
+                         f'{(long_side, short_side)}, so w_wide must be {(short_side, long_side)}, '
+                         f'got {tuple(w_wide.shape[2:])}')
     if w_small is not None:
-        _check(x, w_small, None, 'w_small')
-        out = out + depthwise_conv2d(x, w_small)
-    return out
+        _check(x, w_small, 'w_small')
+        if tuple(w_small.shape[2:]) != (short_side, short_side):
+            raise ValueError(f'w_small must be (n, n) = {(short_side, short_side)} with n the short '
+                             f'side of w_long, got {tuple(w_small.shape[2:])}')
+    _check_bias(x, bias)
+    return _decomposed_forward(x, w_long, w_wide, w_small, bias)
 
 
 class LargeKernelDepthwiseConv2d(nn.Module):
-    """Depthwise 'same' convolution module whose ``weight`` has ``nn.Conv2d(C, C, k, groups=C)``'s shape."""
+    """Depthwise 'same' convolution module running :func:`depthwise_conv2d`.
 
-    def __init__(self, channels, kernel_size, bias=False):
+    ``weight`` (and ``bias``) have the shapes of ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``'s,
+    and the same default initialisation, so state dicts move between the two.
+
+    Args:
+        channels (int): number of input and output channels C.
+        kernel_size (int | tuple[int, int]): odd kernel side(s) in 1..151.
+        bias (bool): whether to add a learnable bias. Defaults to False.
+    """
+
+    def __init__(self, channels: int, kernel_size, bias: bool = False):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if any(side % 2 == 0 or not 1 <= side <= MAX_KERNEL_SIDE for side in (kh, kw)):
+            raise ValueError(f'kernel_size sides must be odd and in 1..{MAX_KERNEL_SIDE}, got '
+                             f'{kernel_size}')
+        if channels < 1:
+            raise ValueError(f'channels must be positive, got {channels}')
         self.channels = channels
         self.kernel_size = (kh, kw)
         self.weight = nn.Parameter(torch.empty(channels, 1, kh, kw))
@@ -66,13 +276,14 @@ class LargeKernelDepthwiseConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        # nn.Conv2d's initialisation, so both modules start from the same distribution.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1 / math.sqrt(self.kernel_size[0] * self.kernel_size[1])
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return depthwise_conv2d(x, self.weight, self.bias)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f'{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}'

@@ -1,0 +1,81 @@
+"""C++ CPU backend of the depthwise 'same' convolutions (``mmslak._ext``, sources in ``csrc/``).
+
+The kernels take float32 and float64 tensors in any layout (contiguous and channels_last are the fast
+ones), need a CPU with AVX2 and FMA (AVX-512 is used when present), and run with OpenMP over
+(image, 16-channel block) tasks. Each task copies its channel planes into L2-resident, zero-padded,
+column-shifted buffers so that every vector load in the inner loops is aligned; kernels whose long side
+runs along W are computed on the transposed plane, so the short side always runs along the vectors.
+One call handles one to three kernels and sums their outputs: the decomposed SLaK conv is one pass
+over x in forward and one pass over (grad_out, x) in backward.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+_extension_error = None
+
+
+def load_extension():
+    """Import ``mmslak._ext`` (which registers ``torch.ops.mmslak_ext``); ImportError says why not."""
+    global _extension_error
+    if _extension_error is None:
+        try:
+            from mmslak import _ext  # noqa: F401
+        except ImportError as error:
+            _extension_error = (f'the C++ extension mmslak._ext is not built or cannot be loaded '
+                                f'({error}); build it with `python setup.py build_ext --inplace` or '
+                                f'`pip install --no-build-isolation -e .` without MMSLAK_NO_EXT=1')
+        else:
+            _extension_error = ''
+    if _extension_error:
+        raise ImportError(_extension_error)
+
+
+def cpu_isa() -> str:
+    """Instruction set the kernels use on this CPU: ``'avx512'``, ``'avx2'`` or ``'none'``."""
+    load_extension()
+    return torch.ops.mmslak_ext.dwconv2d_cpu_isa()
+
+
+def supports(x: Tensor, *weights: Tensor) -> Tuple[bool, str]:
+    if x.device.type != 'cpu':
+        return False, f'the C++ kernels take CPU tensors, got a {x.device.type} tensor'
+    if x.dtype not in (torch.float32, torch.float64):
+        return False, f'the C++ kernels take float32 and float64, got {x.dtype}'
+    if cpu_isa() == 'none':
+        return False, 'the C++ kernels need a CPU with AVX2 and FMA'
+    return True, ''
+
+
+def _weights(*weights: Optional[Tensor]):
+    return [w for w in weights if w is not None]
+
+
+def _grads(grad_out, x, weights, need_input, need_weight):
+    grad_x, grad_ws = torch.ops.mmslak_ext.dwconv2d_backward(grad_out, x, weights, need_input,
+                                                             need_weight)
+    return (grad_x if need_input else None), (list(grad_ws) if need_weight else [None] * len(weights))
+
+
+def dwconv2d_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return torch.ops.mmslak_ext.dwconv2d_forward(x, [weight], bias)
+
+
+def dwconv2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor, need_input: bool,
+                      need_weight: bool):
+    grad_x, (grad_w, ) = _grads(grad_out, x, [weight], need_input, need_weight)
+    return grad_x, grad_w
+
+
+def decomposed_forward(x: Tensor, w_long: Tensor, w_wide: Tensor, w_small: Optional[Tensor],
+                       bias: Optional[Tensor]) -> Tensor:
+    return torch.ops.mmslak_ext.dwconv2d_forward(x, _weights(w_long, w_wide, w_small), bias)
+
+
+def decomposed_backward(grad_out: Tensor, x: Tensor, w_long: Tensor, w_wide: Tensor,
+                        w_small: Optional[Tensor], need_input: bool, need_weight: bool):
+    grad_x, grad_ws = _grads(grad_out, x, _weights(w_long, w_wide, w_small), need_input, need_weight)
+    if w_small is None:
+        grad_ws.append(None)
+    return (grad_x, *grad_ws)
