@@ -164,3 +164,45 @@ def test_supports_reports_reasons(monkeypatch):
     assert '4-D' in reason(x[0], weight)
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     assert 'TRITON_INTERPRET' in reason(x, weight)
+
+
+@pytest.fixture
+def forced_triton_backend(monkeypatch):
+    from mmslak.ops import dispatch
+    monkeypatch.setenv(dispatch.BACKEND_ENV_VAR, 'triton')
+    return dispatch
+
+
+def test_public_ops_run_triton_through_autograd(forced_triton_backend):
+    from mmslak.ops import decomposed_depthwise_conv2d, depthwise_conv2d
+    x, weight, bias = make_inputs((1, 2, 4, 5), (3, 5), False, torch.float64)
+    assert forced_triton_backend.select_dwconv_backend(x, weight)[0] == 'triton'
+    x.requires_grad_()
+    weight.requires_grad_()
+    bias.requires_grad_()
+    assert torch.autograd.gradcheck(depthwise_conv2d, (x, weight, bias), fast_mode=True)
+
+    generator = torch.Generator().manual_seed(3)
+    w_long = torch.randn(2, 1, 5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    w_wide = torch.randn(2, 1, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    w_small = torch.randn(2, 1, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(decomposed_depthwise_conv2d, (x, w_long, w_wide, w_small, bias),
+                                    fast_mode=True)
+
+
+def test_public_ops_match_conv2d_with_triton_channels_last(forced_triton_backend):
+    from mmslak.ops import decomposed_depthwise_conv2d
+    x, w_long, bias = make_inputs((2, 3, 6, 5), (5, 3), True, torch.float32, seed=4)
+    w_wide = torch.randn(3, 1, 3, 5)
+    x.requires_grad_()
+    w_long.requires_grad_()
+    w_wide.requires_grad_()
+    y = decomposed_depthwise_conv2d(x, w_long, w_wide, None, bias)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(y.shape)
+    y.backward(grad_out)
+    expected_x, (expected_long, expected_wide) = autograd_reference(x, [w_long, w_wide], grad_out)
+    torch.testing.assert_close(y, reference_conv(x, w_long, bias) + reference_conv(x, w_wide))
+    torch.testing.assert_close(x.grad, expected_x)
+    torch.testing.assert_close(w_long.grad, expected_long)
+    torch.testing.assert_close(w_wide.grad, expected_wide)
