@@ -70,6 +70,20 @@ def _check_grid(grid, kernel_size):
     return grid
 
 
+def peripheral_conv_channels(channels, conv_ratio):
+    """Channels a partial peripheral conv convolves: ``round(conv_ratio * channels)`` (ties to even).
+
+    Raises:
+        ValueError: ``conv_ratio`` outside (0, 1] or rounding to no channel.
+    """
+    if not 0 < conv_ratio <= 1:
+        raise ValueError(f'conv_ratio must be in (0, 1], got {conv_ratio}')
+    conv_channels = round(conv_ratio * channels)
+    if conv_channels < 1:
+        raise ValueError(f'conv_ratio={conv_ratio} of channels={channels} convolves no channel')
+    return conv_channels
+
+
 class PeripheralPositionalEmbedding(nn.Module):
     """PeLK's kernel-wise positional embedding ``pos_embed`` (C_conv, K, K), truncated normal (std 0.02).
 
@@ -148,11 +162,7 @@ class PeripheralConv2d(nn.Module):
         super().__init__()
         if pos_embed not in POS_EMBED_MODES:
             raise ValueError(f'pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}')
-        if not 0 < conv_ratio <= 1:
-            raise ValueError(f'conv_ratio must be in (0, 1], got {conv_ratio}')
-        conv_channels = round(conv_ratio * channels)
-        if conv_channels < 1:
-            raise ValueError(f'conv_ratio={conv_ratio} of channels={channels} convolves no channel')
+        conv_channels = peripheral_conv_channels(channels, conv_ratio)
         if small_kernel is not None and (small_kernel % 2 == 0 or not 1 <= small_kernel <= kernel_size):
             raise ValueError(f'small_kernel must be None or odd in 1..kernel_size={kernel_size}, '
                              f'got {small_kernel}')
@@ -166,7 +176,7 @@ class PeripheralConv2d(nn.Module):
         self.pos_embed_mode = pos_embed
         self.deploy = False
         # Index of the grid cell of every kernel row/column: expansion is two index_selects.
-        cell_index = torch.repeat_interleave(torch.arange(len(self.grid)), torch.tensor(self.grid))
+        cell_index = torch.tensor([cell for cell, width in enumerate(self.grid) for _ in range(width)])
         self.register_buffer('cell_index', cell_index, persistent=False)
 
         cells = len(self.grid)
