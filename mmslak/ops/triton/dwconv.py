@@ -129,10 +129,11 @@ def _launch_forward(x, weights, bias):
     branch_args += branch_args[:7] * (MAX_BRANCHES - len(weights))
 
     channel_blocks = -(-channels // block_c)
-    grid = (n * channel_blocks, -(-height * width // block_p))
+    position_blocks = -(-height * width // block_p)
+    grid = (n * channel_blocks * position_blocks, )
     _kernels().dwconv_forward_kernel[grid](
         x, y, bias if bias is not None else x,
-        channels, channel_blocks, height, width, *x.stride(), *y.stride(), *branch_args,
+        channels, height, width, channel_blocks, position_blocks, *x.stride(), *y.stride(), *branch_args,
         NUM_BRANCHES=len(weights), HAS_BIAS=bias is not None, ACC_DTYPE=_accumulator_dtype(x.dtype),
         BLOCK_C=block_c, BLOCK_P=block_p)
     return y
@@ -142,7 +143,7 @@ def _launch_weight_grad(grad_out, x, weight):
     grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
     n, channels, height, width = x.shape
     kh, kw = weight.shape[2:]
-    if n * height * width == 0:
+    if grad_w.numel() == 0 or n * height * width == 0:
         return grad_w.zero_()
     block_t = min(WEIGHT_GRAD_BLOCK_TAPS, next_power_of_2(kh * kw))
     block_p = min(WEIGHT_GRAD_TILE // block_t, next_power_of_2(n * height * width))

@@ -40,7 +40,7 @@ def _accumulate_branch(acc, x_tile_ptr, h, w, position_ok, c, channel_ok, H, W, 
 @triton.jit
 def dwconv_forward_kernel(
         x_ptr, y_ptr, bias_ptr,
-        C, channel_blocks, H, W,
+        C, H, W, channel_blocks, position_blocks,
         stride_xn, stride_xc, stride_xh, stride_xw,
         stride_yn, stride_yc, stride_yh, stride_yw,
         w0_ptr, KH0, KW0, row_lo0, row_hi0, col_lo0, col_hi0,
@@ -48,12 +48,17 @@ def dwconv_forward_kernel(
         w2_ptr, KH2, KW2, row_lo2, row_hi2, col_lo2, col_hi2,
         NUM_BRANCHES: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """y = sum over branches b of depthwise_same_conv(x, w_b) (+ bias); grid (N * channel_blocks,
-    cdiv(H * W, BLOCK_P)) with channel_blocks = cdiv(C, BLOCK_C)."""
-    n = tl.program_id(0) // channel_blocks
-    c = (tl.program_id(0) % channel_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    """y = sum over branches b of depthwise_same_conv(x, w_b) (+ bias).
+
+    One-dimensional grid of N * channel_blocks * position_blocks programs (cdiv(C, BLOCK_C) and
+    cdiv(H * W, BLOCK_P)): CUDA caps the other grid axes at 65535, which N * C or H * W can exceed.
+    Consecutive programs take neighbouring tiles of the same planes, which share their halo in L2.
+    """
+    plane_block = tl.program_id(0) // position_blocks
+    n = plane_block // channel_blocks
+    c = (plane_block % channel_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < C
-    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = (tl.program_id(0) % position_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
     position_ok = p < H * W
     h = p // W
     w = p % W
