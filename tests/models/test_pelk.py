@@ -22,8 +22,9 @@ def dense_param_count(widths, depths, cells, kernel_sizes, small_kernel=5, conv_
         total += 2 * previous + 4 * previous * width + width
     for width, depth, cell_count, size in zip(widths, depths, cells, kernel_sizes):
         conv = round(conv_ratio * width)
-        block = (conv * cell_count**2 + 2 * conv + conv * small_kernel**2 + 2 * conv + 2 * width +
-                 (4 * width * width + 4 * width) + (4 * width * width + width) + width)
+        small_branch = conv * small_kernel**2 + 2 * conv if small_kernel else 0
+        block = (conv * cell_count**2 + 2 * conv + small_branch + 2 * width + (4 * width * width + 4 * width) +
+                 (4 * width * width + width) + width)
         total += depth * block + conv * size * size
     return total + 2 * widths[-1]
 
@@ -42,6 +43,14 @@ def test_dense_parameter_count_matches_formula(arch, widths, depths, cells, kern
         model = PeLK(arch=arch)
     assert model.widths == widths
     assert sum(p.numel() for p in model.parameters()) == dense_param_count(widths, depths, cells, kernel_sizes)
+
+
+def test_without_small_branch():
+    with torch.device('meta'):
+        model = PeLK(arch='tiny', short_kernel=None)
+    assert model.stages[0][0].large_kernel.small_conv is None
+    assert sum(p.numel() for p in model.parameters()) == dense_param_count(
+        [124, 249, 499, 998], [3, 3, 9, 3], [13, 13, 13, 13], [51, 49, 47, 13], small_kernel=None)
 
 
 def test_grids_per_arch():

@@ -41,8 +41,8 @@ class PeLK(LargeKernelConvNeXt):
             :class:`~mmslak.models.layers.PeripheralConv2d`. Defaults to ``'kernel'``.
         share_pos_embed (bool): one embedding per stage instead of one per block. Defaults to True.
         conv_ratio (float): fraction of channels convolved. Defaults to 3/8.
-        small_kernel (int | None): parallel small branch (clipped to K); None turns it off. Defaults
-            to 5.
+        short_kernel (int | None): side N of the parallel N x N branch (clipped to K), SLaK's name and
+            default; None turns the branch off. Defaults to 5.
         width_factor (float): width multiplier. Defaults to 1.3 (T and S: 124, 249, 499, 998).
         **kwargs: the options of :class:`LargeKernelConvNeXt` (``drop_path_rate``,
             ``layer_scale_init_value``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
@@ -78,7 +78,7 @@ class PeLK(LargeKernelConvNeXt):
                  pos_embed='kernel',
                  share_pos_embed=True,
                  conv_ratio=3 / 8,
-                 small_kernel=5,
+                 short_kernel=5,
                  width_factor=1.3,
                  init_cfg=(dict(type='TruncNormal',
                                 layer=['Conv2d', 'Linear', 'LargeKernelDepthwiseConv2d', 'PeripheralConv2d'],
@@ -99,7 +99,7 @@ class PeLK(LargeKernelConvNeXt):
         self.pos_embed = pos_embed
         self.share_pos_embed = share_pos_embed
         self.conv_ratio = conv_ratio
-        self.small_kernel = small_kernel
+        self.short_kernel = short_kernel
         super().__init__(arch, kernel_size, width_factor=width_factor, init_cfg=init_cfg, **kwargs)
 
     def make_stage_shared(self, stage_index, dim, kernel_size):
@@ -116,7 +116,7 @@ class PeLK(LargeKernelConvNeXt):
             growth=self.growth,
             pos_embed=self.pos_embed,
             conv_ratio=self.conv_ratio,
-            small_kernel=None if self.small_kernel is None else min(self.small_kernel, kernel_size),
+            small_kernel=None if self.short_kernel is None else min(self.short_kernel, kernel_size),
             grid=self.grids[stage_index],
             shared_pos_embed=stage_shared)
 
