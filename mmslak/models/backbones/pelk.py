@@ -22,7 +22,7 @@ class PeLK(LargeKernelConvNeXt):
     Grids: a stage of kernel size K uses ``peripheral_grid(K, center_size)`` (focus and blur) unless
     ``K <= dense_max_kernel``: then its kernel is dense (all cells of width 1). Our default
     ``dense_max_kernel=13`` makes the last stage (13 x 13 on a 7 x 7 map at 224^2, where the kernel
-    already spans the whole map and sharing would save 1% of the parameters) dense. ``grids`` overrides
+    already spans the whole map and sharing would save 0.2% of the parameters) dense. ``grids`` overrides
     any stage with an explicit list of cell widths.
 
     Args:
