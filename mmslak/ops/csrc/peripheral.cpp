@@ -1,0 +1,295 @@
+// CPU kernels of the peripheral depthwise convolution (PeLK): a depthwise "same" convolution whose K×K
+// kernel is constant on the k'×k' cells of a grid, computed as separable box filters in about k'²
+// multiply-adds per pixel instead of K² (see mmslak/ops/peripheral.py for the algorithm).
+//
+// Layout: NCHW float32/float64, one (n, c) plane per task, vectorised along W with 64-byte GCC vector
+// types. The same source is compiled for AVX-512 and for the baseline ISA (target attributes) and the
+// AVX-512 version is picked at run time when the CPU has it, so the binary stays portable.
+//
+// Registered with TORCH_LIBRARY_FRAGMENT(mmslak_ext, ...) (no PYBIND11_MODULE here: the depthwise
+// kernels own the module init of mmslak._ext):
+//   mmslak_ext::peripheral_forward(Tensor x, Tensor weight, int[] grid, Tensor? bias) -> Tensor
+//   mmslak_ext::peripheral_grad_weight(Tensor grad_out, Tensor x, int[] grid) -> Tensor
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#define MMSLAK_INLINE inline __attribute__((always_inline))
+#define MMSLAK_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
+
+namespace {
+
+// One 64-byte vector (16 floats or 8 doubles): a zmm register on AVX-512, split by GCC elsewhere.
+template <typename T>
+struct Simd {
+  typedef T Vec __attribute__((vector_size(64)));
+  static constexpr int64_t lanes = 64 / sizeof(T);
+  static MMSLAK_INLINE Vec load(const T* p) {
+    Vec v;
+    std::memcpy(&v, p, sizeof(Vec));
+    return v;
+  }
+  static MMSLAK_INLINE void store(T* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
+  static MMSLAK_INLINE Vec splat(T s) { return Vec{} + s; }
+  static MMSLAK_INLINE double sum(Vec v) {
+    double total = 0;
+    for (int64_t l = 0; l < lanes; ++l) total += v[l];
+    return total;
+  }
+};
+
+constexpr int64_t kBlock = 4;  // cells per register block in the k'×k' loops
+
+int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+struct CellGrid {
+  int64_t cells = 0, kernel = 0, half = 0;
+  std::vector<int64_t> width, offset, reversed_offset;
+
+  explicit CellGrid(at::IntArrayRef grid) : cells(grid.size()) {
+    for (int64_t w : grid) {
+      TORCH_CHECK(w > 0, "peripheral grid widths must be positive, got ", grid);
+      offset.push_back(kernel);
+      width.push_back(w);
+      kernel += w;
+    }
+    TORCH_CHECK(cells > 0 && kernel % 2 == 1, "peripheral grid must sum to an odd kernel size, got ", grid);
+    half = kernel / 2;
+    for (int64_t a = 0; a < cells; ++a) reversed_offset.push_back(kernel - offset[a] - width[a]);
+  }
+
+  // Input rows [lo, hi) of cell a for output row p, clipped to the image (zero padding outside).
+  MMSLAK_INLINE void rows(int64_t a, int64_t p, int64_t size, int64_t& lo, int64_t& hi) const {
+    lo = std::max<int64_t>(0, p + offset[a] - half);
+    hi = std::min<int64_t>(size, p + offset[a] + width[a] - half);
+  }
+};
+
+// R[a][0, W) = Σ over the rows of cell a (relative to output row p) of the plane x; false if empty.
+template <typename T>
+MMSLAK_INLINE bool row_box(const T* x, int64_t H, int64_t W, const CellGrid& g, int64_t a, int64_t p,
+                           T* __restrict out) {
+  int64_t lo, hi;
+  g.rows(a, p, H, lo, hi);
+  if (lo >= hi) {
+    std::fill(out, out + W, T(0));
+    return false;
+  }
+  std::copy(x + lo * W, x + (lo + 1) * W, out);
+  for (int64_t r = lo + 1; r < hi; ++r) {
+    const T* __restrict row = x + r * W;
+    for (int64_t q = 0; q < W; ++q) out[q] += row[q];
+  }
+  return true;
+}
+
+// One (n, c) plane: y = bias + Σ_b colbox_b(Σ_a w[a, b] rowbox_a(x)).
+template <typename T>
+MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W,
+                                 T* y) {
+  using S = Simd<T>;
+  using V = typename S::Vec;
+  const int64_t L = S::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
+  const int64_t kp = round_up(k, kBlock);
+  // Row boxes (tail lanes stay zero), mixed rows T_b zero padded by K//2 on both sides, weights padded
+  // to whole blocks of columns with zeros.
+  std::vector<T> boxes(k * Wv, T(0)), mixed(kp * ld, T(0)), row(Wv), wpad(k * kp, T(0));
+  std::vector<char> active(k);
+  for (int64_t a = 0; a < k; ++a) std::copy(w + a * k, w + (a + 1) * k, wpad.data() + a * kp);
+  for (int64_t p = 0; p < H; ++p) {
+    for (int64_t a = 0; a < k; ++a) active[a] = row_box(x, H, W, g, a, p, boxes.data() + a * Wv);
+    for (int64_t qb = 0; qb < Wv; qb += L) {
+      for (int64_t b = 0; b < k; b += kBlock) {
+        V acc[kBlock] = {};
+        for (int64_t a = 0; a < k; ++a) {
+          if (!active[a]) continue;
+          const V r = S::load(boxes.data() + a * Wv + qb);
+          const T* wa = wpad.data() + a * kp + b;
+          for (int64_t i = 0; i < kBlock; ++i) acc[i] += r * S::splat(wa[i]);
+        }
+        for (int64_t i = 0; i < kBlock; ++i) S::store(mixed.data() + (b + i) * ld + g.half + qb, acc[i]);
+      }
+    }
+    for (int64_t qb = 0; qb < Wv; qb += L) {
+      V acc = S::splat(bias);
+      for (int64_t b = 0; b < k; ++b) {
+        const int64_t first = qb + g.offset[b];  // first padded column read for this block
+        if (first > g.half + W - 1 || first + g.width[b] + L - 2 < g.half) continue;  // all padding
+        const T* src = mixed.data() + b * ld + first;
+        for (int64_t j = 0; j < g.width[b]; ++j) acc += S::load(src + j);
+      }
+      S::store(row.data() + qb, acc);
+    }
+    std::copy(row.data(), row.data() + W, y + p * W);
+  }
+}
+
+// Channel c: grad_w[a, b] = Σ_{n, p, q} rowbox_a(x)[p, q] · colbox'_b(g)[p, q], where colbox'_b is the
+// column box of the reversed cell (the adjoint of the column box of cell b).
+template <typename T>
+MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int64_t plane_stride,
+                                       const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
+  using S = Simd<T>;
+  using V = typename S::Vec;
+  const int64_t L = S::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
+  const int64_t kp = round_up(k, kBlock), rows_size = H * Wv;
+  std::vector<T> row_boxes(kp * rows_size, T(0)), col_boxes(kp * rows_size, T(0)), padded(ld, T(0));
+  std::vector<double> total(k * k, 0.0);
+  std::vector<char> row_active(kp, 0), col_active(kp, 0);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xp = x + n * plane_stride;
+    const T* gp = grad + n * plane_stride;
+    std::fill(row_active.begin(), row_active.end(), 0);
+    std::fill(col_active.begin(), col_active.end(), 0);
+    for (int64_t p = 0; p < H; ++p) {
+      for (int64_t a = 0; a < k; ++a)
+        row_active[a] |= row_box(xp, H, W, g, a, p, row_boxes.data() + a * rows_size + p * Wv);
+      std::copy(gp + p * W, gp + (p + 1) * W, padded.data() + g.half);
+      for (int64_t b = 0; b < k; ++b) {
+        const int64_t first = g.reversed_offset[b];
+        col_active[b] |= first <= g.half + W - 1 && first + W + g.width[b] - 2 >= g.half;
+        for (int64_t qb = 0; qb < Wv; qb += L) {
+          V acc = {};
+          const T* src = padded.data() + qb + first;
+          for (int64_t j = 0; j < g.width[b]; ++j) acc += S::load(src + j);
+          S::store(col_boxes.data() + b * rows_size + p * Wv + qb, acc);
+        }
+      }
+    }
+    // 4×4 register blocks of (a, b); lanes of x beyond W hold zero row boxes, so they add nothing.
+    for (int64_t a0 = 0; a0 < kp; a0 += kBlock) {
+      if (!(row_active[a0] | row_active[a0 + 1] | row_active[a0 + 2] | row_active[a0 + 3])) continue;
+      for (int64_t b0 = 0; b0 < kp; b0 += kBlock) {
+        if (!(col_active[b0] | col_active[b0 + 1] | col_active[b0 + 2] | col_active[b0 + 3])) continue;
+        V acc[kBlock][kBlock] = {};
+        for (int64_t p = 0; p < H; ++p) {
+          for (int64_t qb = 0; qb < Wv; qb += L) {
+            const int64_t at = p * Wv + qb;
+            V r[kBlock], c[kBlock];
+            for (int64_t i = 0; i < kBlock; ++i) r[i] = S::load(row_boxes.data() + (a0 + i) * rows_size + at);
+            for (int64_t j = 0; j < kBlock; ++j) c[j] = S::load(col_boxes.data() + (b0 + j) * rows_size + at);
+            for (int64_t i = 0; i < kBlock; ++i)
+              for (int64_t j = 0; j < kBlock; ++j) acc[i][j] += r[i] * c[j];
+          }
+        }
+        for (int64_t i = 0; i < kBlock && a0 + i < k; ++i)
+          for (int64_t j = 0; j < kBlock && b0 + j < k; ++j) total[(a0 + i) * k + b0 + j] += S::sum(acc[i][j]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < k * k; ++i) grad_w[i] = static_cast<T>(total[i]);
+}
+
+template <typename T>
+MMSLAK_AVX512 void forward_plane_avx512(const T* x, const T* w, T bias, const CellGrid& g, int64_t H,
+                                        int64_t W, T* y) {
+  forward_plane<T>(x, w, bias, g, H, W, y);
+}
+
+template <typename T>
+void forward_plane_baseline(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W, T* y) {
+  forward_plane<T>(x, w, bias, g, H, W, y);
+}
+
+template <typename T>
+MMSLAK_AVX512 void grad_weight_channel_avx512(const T* x, const T* grad, int64_t N, int64_t plane_stride,
+                                              const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
+  grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);
+}
+
+template <typename T>
+void grad_weight_channel_baseline(const T* x, const T* grad, int64_t N, int64_t plane_stride,
+                                  const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
+  grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq");
+  return has;
+}
+
+void check_input(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(x.dim() == 4, name, " must be 4-D (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
+              " must be float32 or float64, got ", x.scalar_type());
+}
+
+at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_in, at::IntArrayRef grid,
+                              const std::optional<at::Tensor>& bias_in) {
+  check_input(x_in, "x");
+  const CellGrid g(grid);
+  const int64_t N = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  TORCH_CHECK(weight_in.sizes() == at::IntArrayRef({C, 1, g.cells, g.cells}),
+              "weight must be (C, 1, k', k') matching x and grid, got ", weight_in.sizes());
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor weight = weight_in.to(x.scalar_type()).contiguous();
+  const at::Tensor bias = bias_in.has_value() ? bias_in->to(x.scalar_type()).contiguous()
+                                              : at::zeros({C}, x.options());
+  at::Tensor y = at::empty_like(x);
+  const bool avx512 = cpu_has_avx512();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_forward", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    const scalar_t* wd = weight.data_ptr<scalar_t>();
+    const scalar_t* bd = bias.data_ptr<scalar_t>();
+    scalar_t* yd = y.data_ptr<scalar_t>();
+    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t c = plane % C;
+        const scalar_t* wc = wd + c * g.cells * g.cells;
+        if (avx512)
+          forward_plane_avx512<scalar_t>(xd + plane * H * W, wc, bd[c], g, H, W, yd + plane * H * W);
+        else
+          forward_plane_baseline<scalar_t>(xd + plane * H * W, wc, bd[c], g, H, W, yd + plane * H * W);
+      }
+    });
+  });
+  return y;
+}
+
+at::Tensor peripheral_grad_weight(const at::Tensor& grad_in, const at::Tensor& x_in, at::IntArrayRef grid) {
+  check_input(x_in, "x");
+  check_input(grad_in, "grad_out");
+  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "grad_out must have the shape of x");
+  const CellGrid g(grid);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad = grad_in.to(x.scalar_type()).contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor grad_w = at::zeros({C, 1, g.cells, g.cells}, x.options());
+  if (N == 0 || H == 0 || W == 0) return grad_w;
+  const bool avx512 = cpu_has_avx512();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_grad_weight", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    const scalar_t* gd = grad.data_ptr<scalar_t>();
+    scalar_t* out = grad_w.data_ptr<scalar_t>();
+    at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t start = c * H * W, stride = C * H * W;
+        scalar_t* gw = out + c * g.cells * g.cells;
+        if (avx512)
+          grad_weight_channel_avx512<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
+        else
+          grad_weight_channel_baseline<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
+      }
+    });
+  });
+  return grad_w;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mmslak_ext, m) {
+  m.def("peripheral_forward(Tensor x, Tensor weight, int[] grid, Tensor? bias) -> Tensor");
+  m.def("peripheral_grad_weight(Tensor grad_out, Tensor x, int[] grid) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mmslak_ext, CPU, m) {
+  m.impl("peripheral_forward", &peripheral_forward);
+  m.impl("peripheral_grad_weight", &peripheral_grad_weight);
+}
