@@ -1,6 +1,9 @@
-# PeLK-B on ImageNet-1k, 224x224: the PeLK-S recipe with drop path 0.5.
+# PeLK-B on ImageNet-1k, 224x224: SLaK-B's recipe (slak-base_in1k.py) with the PeLK backbone.
 # Reported in the PeLK paper (CVPR 2024): 84.2 top-1.
-_base_ = './pelk-small_in1k.py'
+_base_ = '../slak/slak-base_in1k.py'
 
-# int(1024 * 1.3): PeLK.arch_settings['base'] widths times the default width_factor.
-model = dict(backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=1331))
+model = dict(
+    backbone=dict(_delete_=True, type='PeLK', arch='base', drop_path_rate=0.5, layer_scale_init_value=1e-6))
+
+# The positional embeddings get no weight decay, like the norms and biases.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'pos_embed': dict(decay_mult=0.)}))

@@ -1,11 +1,9 @@
-# PeLK-S on ImageNet-1k, 224x224: the PeLK-T recipe with drop path 0.4 and SLaK-S's mask schedule.
+# PeLK-S on ImageNet-1k, 224x224: SLaK-S's recipe (slak-small_in1k.py) with the PeLK backbone.
 # Reported in the PeLK paper (CVPR 2024): 83.9 top-1.
-_base_ = './pelk-tiny_in1k.py'
+_base_ = '../slak/slak-small_in1k.py'
 
-model = dict(backbone=dict(arch='small', drop_path_rate=0.4))
+model = dict(
+    backbone=dict(_delete_=True, type='PeLK', arch='small', drop_path_rate=0.4, layer_scale_init_value=1e-6))
 
-custom_hooks = [
-    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
-    dict(type='SparseTrainingHook', sparsity=0.4, init='snip', update_interval=100, prune_rate=0.3,
-         params='model'),
-]
+# The positional embeddings get no weight decay, like the norms and biases.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'pos_embed': dict(decay_mult=0.)}))
