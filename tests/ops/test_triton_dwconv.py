@@ -206,3 +206,41 @@ def test_public_ops_match_conv2d_with_triton_channels_last(forced_triton_backend
     torch.testing.assert_close(x.grad, expected_x)
     torch.testing.assert_close(w_long.grad, expected_long)
     torch.testing.assert_close(w_wide.grad, expected_wide)
+
+
+# Compiles the kernels for an A100 (sm_80) down to a cubin: needs no GPU, and checks what the
+# interpreter cannot, that the kernels are valid compiled Triton for every dtype and tile shape used.
+AHEAD_OF_TIME_COMPILE = '''
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from mmslak.ops.triton import dwconv, kernels
+
+def compile_for_a100(fn, dtype, constexprs):
+    signature = {name: 'constexpr' if name in constexprs else '*' + dtype if name.endswith('_ptr') else 'i32'
+                 for name in fn.arg_names}
+    constants = {(fn.arg_names.index(name), ): value for name, value in constexprs.items()}
+    compiled = triton.compile(ASTSource(fn, signature, constants), target=GPUTarget('cuda', 80, 32))
+    assert compiled.asm['cubin'], (fn, dtype, constexprs)
+
+for dtype, acc in [('fp32', tl.float32), ('fp16', tl.float32), ('bf16', tl.float32), ('fp64', tl.float64)]:
+    for block_c, block_p in [(1, dwconv.NCHW_BLOCK_POSITIONS),
+                             (dwconv.CHANNELS_LAST_BLOCK_CHANNELS, dwconv.CHANNELS_LAST_BLOCK_POSITIONS)]:
+        compile_for_a100(kernels.dwconv_forward_kernel, dtype, dict(
+            NUM_BRANCHES=3, HAS_BIAS=True, ACC_DTYPE=acc, BLOCK_C=block_c, BLOCK_P=block_p))
+    block_t = dwconv.WEIGHT_GRAD_BLOCK_TAPS
+    compile_for_a100(kernels.dwconv_weight_grad_kernel, dtype, dict(
+        ACC_DTYPE=acc, BLOCK_T=block_t, BLOCK_P=dwconv.WEIGHT_GRAD_TILE // block_t))
+print('compiled')
+'''
+
+
+def test_kernels_compile_for_a100(tmp_path):
+    import subprocess
+    import sys
+    env = {key: value for key, value in os.environ.items() if key != 'TRITON_INTERPRET'}
+    env['TRITON_CACHE_DIR'] = str(tmp_path)
+    result = subprocess.run([sys.executable, '-c', AHEAD_OF_TIME_COMPILE], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == 'compiled', result.stderr[-3000:]
