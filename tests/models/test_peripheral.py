@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmslak.models.layers import PeripheralConv2d, PeripheralPositionalEmbedding, peripheral_grid
+from mmslak.ops import depthwise_conv2d
 
 
 @pytest.mark.parametrize('kernel_size, center_size, expected', [
@@ -246,3 +247,28 @@ def test_switch_to_deploy_with_shared_embedding():
     layer.switch_to_deploy()
     shared.pos_embed.data.zero_()  # the deployed layer no longer depends on it
     torch.testing.assert_close(layer(x), before)
+
+
+@pytest.mark.parametrize('training', [True, False])
+@pytest.mark.parametrize('mode', ['input', None])
+def test_piecewise_constant_kernels_never_go_dense(monkeypatch, mode, training):
+    """pos_embed None / 'input': the fast peripheral op, never the expanded K x K kernel."""
+    from mmslak.models.layers import peripheral
+
+    def no_expansion(*args, **kwargs):
+        raise AssertionError('the dense kernel was built')
+
+    def small_kernels_only(x, weight, bias=None):
+        assert weight.shape[-1] < 21, 'the dense kernel was convolved'
+        return depthwise_conv2d(x, weight, bias)
+
+    layer = make_layer(pos_embed=mode).train(training)
+    x = torch.randn(2, 16, 12, 12, dtype=torch.double, requires_grad=True)
+    expected = layer(x)
+    monkeypatch.setattr(peripheral, 'expand_peripheral_kernel', no_expansion)
+    monkeypatch.setattr(peripheral, 'depthwise_conv2d', small_kernels_only)
+    out = layer(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    layer.eval().switch_to_deploy()
+    layer(x)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmslak.ops import depthwise_conv2d
+from mmslak.ops import depthwise_conv2d, expand_peripheral_kernel, peripheral_depthwise_conv2d
 
 from .decomposed_conv import DepthwiseConvBN, fold_batch_norm, pad_kernel
 
@@ -175,7 +175,7 @@ class PeripheralConv2d(nn.Module):
         self.small_kernel = small_kernel
         self.pos_embed_mode = pos_embed
         self.deploy = False
-        # Index of the grid cell of every kernel row/column: expansion is two index_selects.
+        # Index of the grid cell of every kernel row/column, to pool the embedding over the cells.
         cell_index = torch.tensor([cell for cell, width in enumerate(self.grid) for _ in range(width)])
         self.register_buffer('cell_index', cell_index, persistent=False)
 
@@ -205,12 +205,6 @@ class PeripheralConv2d(nn.Module):
     def _embedding(self):
         return self._shared_pos_embed[0].pos_embed if self._shared_pos_embed else self.pos_embed
 
-    def _expand(self, cell_kernel):
-        return cell_kernel.index_select(2, self.cell_index).index_select(3, self.cell_index)
-
-    def _peripheral_conv(self, x, cell_kernel, bias=None):
-        return depthwise_conv2d(x, self._expand(cell_kernel), bias)
-
     def expanded_kernel(self):
         """The dense kernel (C_conv, 1, K, K) of the peripheral conv, before its BatchNorm.
 
@@ -220,7 +214,7 @@ class PeripheralConv2d(nn.Module):
         if self.deploy:
             raise RuntimeError('expanded_kernel() describes the trainable form; call it before '
                                'switch_to_deploy()')
-        kernel = self._expand(self.weight)
+        kernel = expand_peripheral_kernel(self.weight, self.grid)
         if self.pos_embed_mode == 'kernel':
             kernel = kernel + self._embedding().unsqueeze(1)
         return kernel
@@ -277,14 +271,14 @@ class PeripheralConv2d(nn.Module):
             if kernel.shape[-1] == self.kernel_size:
                 out = depthwise_conv2d(x_conv, kernel, bias)
             else:
-                out = self._peripheral_conv(x_conv, kernel, bias)
+                out = peripheral_depthwise_conv2d(x_conv, kernel, self.grid, bias)
         else:
             if self.pos_embed_mode == 'kernel':
                 out = depthwise_conv2d(x_conv, self.expanded_kernel())
             elif self.pos_embed_mode == 'input':
-                out = self._peripheral_conv(x_conv, self.weight, self._input_embedding_bias())
+                out = peripheral_depthwise_conv2d(x_conv, self.weight, self.grid, self._input_embedding_bias())
             else:
-                out = self._peripheral_conv(x_conv, self.weight)
+                out = peripheral_depthwise_conv2d(x_conv, self.weight, self.grid)
             out = self.bn(out)
             if self.small_conv is not None:
                 out = out + self.small_conv(x_conv)
