@@ -211,6 +211,7 @@ def test_public_ops_match_conv2d_with_triton_channels_last(forced_triton_backend
 # Compiles the kernels for an A100 (sm_80) down to a cubin: needs no GPU, and checks what the
 # interpreter cannot, that the kernels are valid compiled Triton for every dtype and tile shape used.
 AHEAD_OF_TIME_COMPILE = '''
+import torch
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
@@ -225,8 +226,10 @@ def compile_for_a100(fn, dtype, constexprs):
     assert compiled.asm['cubin'], (fn, dtype, constexprs)
 
 for dtype, acc in [('fp32', tl.float32), ('fp16', tl.float32), ('bf16', tl.float32), ('fp64', tl.float64)]:
-    for block_c, block_p in [(1, dwconv.NCHW_BLOCK_POSITIONS),
-                             (dwconv.CHANNELS_LAST_BLOCK_CHANNELS, dwconv.CHANNELS_LAST_BLOCK_POSITIONS)]:
+    for memory_format, height in [(torch.contiguous_format, 56), (torch.contiguous_format, 7),
+                                  (torch.channels_last, 56)]:
+        x = torch.empty(2, 124, height, height).to(memory_format=memory_format)
+        block_c, block_p = dwconv._forward_tile(x)
         compile_for_a100(kernels.dwconv_forward_kernel, dtype, dict(
             NUM_BRANCHES=3, HAS_BIAS=True, ACC_DTYPE=acc, BLOCK_C=block_c, BLOCK_P=block_p))
     block_t = dwconv.WEIGHT_GRAD_BLOCK_TAPS

@@ -13,15 +13,16 @@ import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MAX_BRANCHES = 3
-# Output positions per program for NCHW (one channel per program), and the channels x positions tile for
-# channels_last (channels are the contiguous axis there, so they are the vectorised one).
-NCHW_BLOCK_POSITIONS = 512
+# Forward tile: channels x positions per program. Positions are the contiguous axis of NCHW, so they
+# fill the tile first (small late-stage feature maps then share a program between channels); channels
+# are the contiguous axis of channels_last, so up to a warp's worth of channels go first there.
+FORWARD_TILE = 512
 CHANNELS_LAST_BLOCK_CHANNELS = 32
-CHANNELS_LAST_BLOCK_POSITIONS = 32
 # Weight gradient: taps x positions per program. ptxas for sm_80 gives 8 x 256 fp32 56 registers and no
 # spills (16 x 256: 163), which leaves room for the occupancy its gathered loads need.
 WEIGHT_GRAD_BLOCK_TAPS = 8
 WEIGHT_GRAD_TILE = 2048
+
 
 def is_available():
     """Whether triton can be imported (it is not a hard dependency of mmslak)."""
@@ -41,6 +42,7 @@ def _interpreter_active():
     """
     import triton.language as tl
     from triton.runtime.interpreter import InterpretedFunction
+    # tl.zeros is one of the library functions the kernels call that triton jit-decorates on import.
     return isinstance(tl.zeros, InterpretedFunction)
 
 
@@ -93,7 +95,7 @@ def triton_supports(x, *weights):
     return True, ''
 
 
-def next_power_of_2(value):
+def _next_power_of_2(value):
     return 1 << (value - 1).bit_length()
 
 
@@ -101,6 +103,16 @@ def _overlapping_range(kernel_side, image_side):
     """Kernel taps [lo, hi) along one axis that can touch the image for some output position."""
     pad = kernel_side // 2
     return max(0, pad - image_side + 1), min(kernel_side, pad + image_side)
+
+
+def _forward_tile(x):
+    """(BLOCK_C, BLOCK_P) of the forward kernel for this input's layout (see FORWARD_TILE)."""
+    channels, positions = _next_power_of_2(x.shape[1]), _next_power_of_2(x.shape[2] * x.shape[3])
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        block_c = min(channels, CHANNELS_LAST_BLOCK_CHANNELS)
+        return block_c, min(positions, FORWARD_TILE // block_c)
+    block_p = min(positions, FORWARD_TILE)
+    return min(channels, FORWARD_TILE // block_p), block_p
 
 
 def _accumulator_dtype(dtype):
@@ -114,12 +126,7 @@ def _launch_forward(x, weights, bias):
     if y.numel() == 0:
         return y
     n, channels, height, width = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        block_c, block_p = CHANNELS_LAST_BLOCK_CHANNELS, CHANNELS_LAST_BLOCK_POSITIONS
-    else:
-        block_c, block_p = 1, NCHW_BLOCK_POSITIONS
-    block_c = min(block_c, next_power_of_2(channels))
-    block_p = min(block_p, next_power_of_2(height * width))
+    block_c, block_p = _forward_tile(x)
 
     branch_args = []
     for weight in weights:
@@ -146,8 +153,8 @@ def _launch_weight_grad(grad_out, x, weight):
     kh, kw = weight.shape[2:]
     if grad_w.numel() == 0 or n * height * width == 0:
         return grad_w.zero_()
-    block_t = min(WEIGHT_GRAD_BLOCK_TAPS, next_power_of_2(kh * kw))
-    block_p = min(WEIGHT_GRAD_TILE // block_t, next_power_of_2(n * height * width))
+    block_t = min(WEIGHT_GRAD_BLOCK_TAPS, _next_power_of_2(kh * kw))
+    block_p = min(WEIGHT_GRAD_TILE // block_t, _next_power_of_2(n * height * width))
     grid = (channels, -(-kh * kw // block_t))
     _kernels().dwconv_weight_grad_kernel[grid](
         grad_out, x, grad_w, n, channels, height, width, *grad_out.stride(), *x.stride(), kh, kw,
