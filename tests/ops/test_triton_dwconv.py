@@ -102,6 +102,26 @@ def test_backward_with_broadcast_grad_out():
     torch.testing.assert_close(grad_w, expected_w)
 
 
+def test_strided_view_input():
+    # Neither contiguous nor channels_last: the kernels take any strides.
+    base, weight, bias = make_inputs((2, 3, 9, 12), (5, 3), False, torch.float64)
+    x = base[:, :, 1:8, ::2]
+    grad_out = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    torch.testing.assert_close(triton_dwconv2d_forward(x, weight, bias), reference_conv(x, weight, bias))
+    expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
+    torch.testing.assert_close(grad_x, expected_x)
+    torch.testing.assert_close(grad_w, expected_w)
+
+
+def test_empty_batch():
+    x, weight, bias = make_inputs((0, 3, 5, 5), (3, 3), False, torch.float32)
+    assert triton_dwconv2d_forward(x, weight, bias).shape == (0, 3, 5, 5)
+    grad_x, grad_w = triton_dwconv2d_backward(torch.empty_like(x), x, weight, True, True)
+    assert grad_x.shape == x.shape
+    assert torch.equal(grad_w, torch.zeros_like(weight))
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_half_precision_forward(dtype, channels_last):

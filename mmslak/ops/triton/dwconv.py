@@ -78,6 +78,10 @@ def triton_supports(x, *weights):
                            'off in this process; set the variable before anything imports triton')
     elif x.device.type != 'cuda':
         return False, f'device {x.device} is not supported (CUDA, or CPU under the interpreter)'
+    try:
+        _kernels()
+    except ImportError as error:  # a triton that is installed but broken
+        return False, f'the Triton kernels cannot be imported: {error}'
     channels = x.shape[1]
     for tensor in weights:
         if tensor is None:
