@@ -1,4 +1,6 @@
-"""SparseTrainingHook and SparseFinetuneHook inside real MMEngine Runner trainings of a tiny model."""
+"""SparseTrainingHook and SparseFinetuneHook inside real MMEngine Runner trainings of a tiny model; parameter
+selection and SNIP scores on the same model."""
+import copy
 import itertools
 import math
 
@@ -14,9 +16,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import mmslak  # noqa: F401  registers the hooks and CPUAmpOptimWrapper
-from mmslak.engine.sparse.layer_density import erk_density
+from mmslak.engine.sparse.layer_density import erk_density, snip_scores
 from mmslak.engine.sparse.mask_ops import cosine_prune_rate, unpack_mask
 from mmslak.engine.sparse.masked_weights_hook import MaskedWeightsHook
+from mmslak.engine.sparse.param_selection import select_sparse_params
 
 _run_ids = itertools.count()
 
@@ -145,6 +148,49 @@ def smallest_active(mask, weight, num):
     pruned = torch.zeros(mask.numel(), dtype=torch.bool)
     pruned[active[order[:num]]] = True
     return pruned.view_as(mask)
+
+
+def test_select_sparse_params_scopes():
+    model = ToyClassifier()
+    model.backbone.stem.weight.requires_grad_(False)
+    names = lambda scope: [name for name, _ in select_sparse_params(model, scope)]  # noqa: E731
+    assert names('backbone') == ['backbone.large_kernel.weight', 'backbone.small_kernel.weight',
+                                 'backbone.pointwise.weight']
+    assert names('model') == names('backbone') + ['head.weight']
+    assert names('large_kernel') == ['backbone.large_kernel.weight']
+    assert [name for name, _ in select_sparse_params(model.backbone, 'backbone')] == [
+        'large_kernel.weight', 'small_kernel.weight', 'pointwise.weight']
+    with pytest.raises(ValueError, match="'backbone', 'model', 'large_kernel'"):
+        select_sparse_params(model, 'heads')
+
+
+def test_snip_scores_equal_gradient_of_multiplicative_mask():
+    """Reference: the original SNIP formulation, loss of ``w * m`` differentiated at ``m = 1``."""
+    model = ToyClassifier()
+    names = [name for name, _ in select_sparse_params(model, 'model')]
+    dataset = ToyDataset()
+    batch = dict(inputs=dataset.images[:5], labels=dataset.labels[:5])
+    before = copy.deepcopy(model.state_dict())
+    torch.manual_seed(7)
+    scores = snip_scores(model, batch, names)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), 'snip_scores must not modify the model'
+
+    torch.manual_seed(7)
+    reference = copy.deepcopy(model)
+    params = dict(reference.named_parameters())
+    for name in names:
+        nn.init.xavier_normal_(params[name].data)
+    masks = {name: torch.ones_like(params[name], requires_grad=True) for name in names}
+    masked = {name.split('.')[-2]: params[name] * masks[name] for name in names}
+    x = F.gelu(F.conv2d(batch['inputs'], masked['stem'], params['backbone.stem.bias'], padding=1))
+    x = (x + F.conv2d(x, masked['large_kernel'], padding=(4, 1), groups=8)
+         + F.conv2d(x, masked['small_kernel'], padding=2, groups=8))
+    x = F.gelu(F.linear(x.mean((2, 3)), masked['pointwise'], params['backbone.pointwise.bias']))
+    logits = F.linear(x, masked['head'], params['head.bias'])
+    F.cross_entropy(logits, batch['labels']).backward()
+    for name in names:
+        torch.testing.assert_close(scores[name], masks[name].grad.abs())
 
 
 @pytest.mark.parametrize('init', ['uniform', 'erk', 'snip'])
