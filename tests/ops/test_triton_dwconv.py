@@ -135,6 +135,18 @@ def test_half_precision_forward(dtype, channels_last):
     torch.testing.assert_close(y, expected.to(dtype), rtol=0, atol=expected.abs().max().item() * 2**-7)
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_backward(dtype):
+    x, weight, _ = make_inputs((2, 2, 6, 7), (5, 3), False, dtype)
+    grad_out = torch.randn(2, 2, 6, 7).to(dtype)
+    expected_x, (expected_w, ) = autograd_reference(x.float(), [weight.float()], grad_out.float())
+    grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
+    assert grad_x.dtype == grad_w.dtype == dtype
+    # grad_w sums 2 * 6 * 7 products: in fp32 the error stays at the rounding of the result.
+    torch.testing.assert_close(grad_x.float(), expected_x, rtol=1e-2, atol=2e-2)
+    torch.testing.assert_close(grad_w.float(), expected_w, rtol=1e-2, atol=1e-1)
+
+
 @pytest.mark.parametrize('with_small', [True, False], ids=['long+wide+small', 'long+wide'])
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_decomposed_matches_sum_of_convs(with_small, channels_last):
