@@ -272,3 +272,16 @@ def test_piecewise_constant_kernels_never_go_dense(monkeypatch, mode, training):
     torch.testing.assert_close(out, expected)
     layer.eval().switch_to_deploy()
     layer(x)
+
+
+def test_complexity_kernels_are_the_dense_kernels_convolved():
+    layer = make_layer(pos_embed='input')
+    kernels = layer.complexity_kernels()
+    dense = expand_by_loops(layer.weight, layer.grid)
+    assert [tuple(k.shape) for k in kernels] == [(6, 1, 21, 21), (6, 1, 5, 5)]
+    torch.testing.assert_close(kernels[0], dense)
+    torch.testing.assert_close(kernels[1], layer.small_conv.conv.weight)
+    fused, _ = layer.fused_kernel()
+    layer.switch_to_deploy()
+    (deployed, ) = layer.complexity_kernels()
+    torch.testing.assert_close(deployed, expand_by_loops(fused, layer.grid))

@@ -259,6 +259,23 @@ class PeripheralConv2d(nn.Module):
             kernel, bias = kernel + small, bias + small_bias
         return kernel, bias
 
+    def complexity_kernels(self):
+        """Kernels the convolved channels meet, for FLOP counting (``tools/analysis/get_flops.py``).
+
+        The expanded K x K kernel counts densely, as the PeLK paper counts it (its FLOPs are only
+        reproduced that way), plus the small branch's kernel; after :meth:`switch_to_deploy`, the
+        fused kernel, expanded. The fast path of piecewise-constant kernels costs less than this.
+        """
+        if self.deploy:
+            kernel = self.fused_weight
+            if kernel.shape[-1] != self.kernel_size:
+                kernel = expand_peripheral_kernel(kernel, self.grid)
+            return [kernel]
+        kernels = [self.expanded_kernel()]
+        if self.small_conv is not None:
+            kernels.append(self.small_conv.conv.weight)
+        return kernels
+
     def _uses_batch_statistics(self):
         return self.bn.training or (self.small_conv is not None and self.small_conv.uses_batch_statistics)
 
