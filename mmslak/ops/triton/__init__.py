@@ -5,6 +5,7 @@ dispatcher whether the kernels can run, and the kernels import triton only when 
 """
 from .dwconv import (is_available, triton_decomposed_backward, triton_decomposed_forward,
                      triton_dwconv2d_backward, triton_dwconv2d_forward, triton_supports)
+from .peripheral import triton_peripheral_forward, triton_peripheral_grad_weight, triton_peripheral_supports  # noqa: F401,E501
 
 __all__ = [
     'is_available', 'triton_supports', 'triton_dwconv2d_forward', 'triton_dwconv2d_backward',
