@@ -51,12 +51,12 @@ class PeLK(LargeKernelConvNeXt):
             peripheral parameter kernels too.
 
     Example:
-        >>> import torch
         >>> from mmslak.models import PeLK
-        >>> model = PeLK(arch=dict(depths=[1, 1, 1, 1], widths=[8, 16, 24, 32]),
-        ...              kernel_size=(13, 11, 9, 7), width_factor=1.0).eval()
-        >>> [tuple(out.shape) for out in model(torch.rand(1, 3, 64, 64))]
-        [(1, 32)]
+        >>> model = PeLK(arch='tiny')
+        >>> model.stages[0][0].large_kernel.grid  # 13 x 13 parameters for the 51 x 51 kernel
+        [9, 8, 4, 2, 1, 1, 1, 1, 1, 2, 4, 8, 9]
+        >>> tuple(model.stages[0].shared.pos_embed.shape)  # round(3/8 * 124) channels
+        (46, 51, 51)
     """
     arch_settings = {
         'tiny': {'depths': [3, 3, 9, 3], 'widths': [96, 192, 384, 768]},
