@@ -1,0 +1,174 @@
+// Torch bindings of the depthwise CPU kernels, and the Python module object of mmslak._ext.
+//
+// Ops are registered with TORCH_LIBRARY_FRAGMENT(mmslak_ext, ...), so other files of the extension
+// (the peripheral convolution) add their own ops to the same namespace; this file owns the single
+// PYBIND11_MODULE, which only makes `import mmslak._ext` load the library.
+//
+//   torch.ops.mmslak_ext.dwconv2d_forward(x, weights, bias) -> y
+//       y = bias + sum_k conv2d(x, weights[k], padding=(kh_k // 2, kw_k // 2), groups=C)
+//   torch.ops.mmslak_ext.dwconv2d_backward(grad_out, x, weights, need_input, need_weight)
+//       -> (grad_x, grad_weights)   (empty tensors for what was not asked for)
+//   torch.ops.mmslak_ext.dwconv2d_cpu_isa() -> 'avx512' | 'avx2' | 'none'
+#include <torch/extension.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "depthwise.h"
+
+namespace mmslak::dwconv {
+namespace {
+
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+Isa best_isa() {
+  static const Isa best = [] {
+    __builtin_cpu_init();
+    // __builtin_cpu_supports also checks that the OS saves the vector registers (XCR0).
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+      return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    return Isa::kNone;
+  }();
+  return best;
+}
+
+// MMSLAK_CPU_ISA=avx2 runs the AVX2 kernels on an AVX-512 machine (to test them); it cannot ask for
+// more than the CPU has.
+Isa current_isa() {
+  const Isa best = best_isa();
+  const char* requested = std::getenv("MMSLAK_CPU_ISA");
+  if (requested == nullptr || *requested == '\0') return best;
+  const std::string name(requested);
+  TORCH_CHECK(name == "avx2" || name == "avx512",
+              "MMSLAK_CPU_ISA must be avx2 or avx512 (or unset), got '", name, "'");
+  const Isa wanted = name == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
+  TORCH_CHECK(wanted <= best, "MMSLAK_CPU_ISA=", name, " but this CPU does not support it");
+  return wanted;
+}
+
+std::string isa_name() {
+  switch (current_isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "none";
+  }
+}
+
+Geometry geometry_of(const at::Tensor& t) { return {t.size(0), t.size(1), t.size(2), t.size(3)}; }
+Strides strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+std::vector<at::Tensor> checked_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights) {
+  TORCH_CHECK(x.dim() == 4, "x must be (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu(), "the C++ kernels take CPU tensors");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "the C++ kernels take float32 and float64, got ", x.scalar_type());
+  TORCH_CHECK(!weights.empty() && weights.size() <= 3, "one to three kernels, got ", weights.size());
+  std::vector<at::Tensor> result;
+  for (const at::Tensor& w : weights) {
+    TORCH_CHECK(w.dim() == 4 && w.size(0) == x.size(1) && w.size(1) == 1,
+                "weights must be (C, 1, kh, kw) with C = ", x.size(1), ", got ", w.sizes());
+    TORCH_CHECK(w.size(2) % 2 == 1 && w.size(3) % 2 == 1, "kernel sides must be odd, got ", w.sizes());
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "weights must have the dtype of x");
+    result.push_back(w.contiguous());
+  }
+  return result;
+}
+
+template <typename T>
+KernelSet<T> kernel_set(const std::vector<at::Tensor>& weights) {
+  KernelSet<T> set{};
+  set.count = int(weights.size());
+  for (int k = 0; k < set.count; ++k) {
+    set.weight[k] = weights[k].data_ptr<T>();
+    set.kh[k] = int(weights[k].size(2));
+    set.kw[k] = int(weights[k].size(3));
+  }
+  return set;
+}
+
+at::Tensor empty_like_layout(const at::Tensor& x) {
+  return at::empty(x.sizes(), x.options().memory_format(x.suggest_memory_format()));
+}
+
+at::Tensor forward(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                   const std::optional<at::Tensor>& bias) {
+  const std::vector<at::Tensor> w = checked_weights(x, weights);
+  at::Tensor b;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1) &&
+                    bias->scalar_type() == x.scalar_type(),
+                "bias must be (C,) with the dtype of x");
+    b = bias->contiguous();
+  }
+  at::Tensor y = empty_like_layout(x);
+  if (y.numel() == 0) return y;
+  const Isa isa = current_isa();
+  TORCH_CHECK(isa != Isa::kNone, "the C++ kernels need a CPU with AVX2 and FMA");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv2d_forward", [&] {
+    const KernelSet<scalar_t> set = kernel_set<scalar_t>(w);
+    const scalar_t* bias_ptr = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
+    const auto run = isa == Isa::kAvx512 ? avx512::forward<scalar_t> : avx2::forward<scalar_t>;
+    const bool ok = run(geometry_of(x), x.data_ptr<scalar_t>(), strides_of(x), y.data_ptr<scalar_t>(),
+                        strides_of(y), bias_ptr, set);
+    TORCH_CHECK(ok, "dwconv2d_forward: out of memory for the per-thread scratch buffers");
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                                         const std::vector<at::Tensor>& weights,
+                                                         bool need_input, bool need_weight) {
+  const std::vector<at::Tensor> w = checked_weights(x, weights);
+  TORCH_CHECK(grad_out.sizes() == x.sizes() && grad_out.scalar_type() == x.scalar_type() &&
+                  grad_out.device() == x.device(),
+              "grad_out must have the shape, dtype and device of x");
+  at::Tensor grad_x = need_input ? empty_like_layout(x) : at::empty({0}, x.options());
+  std::vector<at::Tensor> grad_w;
+  for (const at::Tensor& weight : w)
+    grad_w.push_back(need_weight ? at::empty_like(weight) : at::empty({0}, x.options()));
+  if (!need_input && !need_weight) return {grad_x, grad_w};
+  if (x.numel() == 0) {
+    grad_x.zero_();
+    for (at::Tensor& g : grad_w) g.zero_();
+    return {grad_x, grad_w};
+  }
+  const Isa isa = current_isa();
+  TORCH_CHECK(isa != Isa::kNone, "the C++ kernels need a CPU with AVX2 and FMA");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv2d_backward", [&] {
+    const KernelSet<scalar_t> set = kernel_set<scalar_t>(w);
+    scalar_t* grad_w_ptrs[3] = {nullptr, nullptr, nullptr};
+    if (need_weight)
+      for (size_t k = 0; k < grad_w.size(); ++k) grad_w_ptrs[k] = grad_w[k].data_ptr<scalar_t>();
+    const auto run = isa == Isa::kAvx512 ? avx512::backward<scalar_t> : avx2::backward<scalar_t>;
+    const bool ok = run(geometry_of(x), grad_out.data_ptr<scalar_t>(), strides_of(grad_out),
+                        x.data_ptr<scalar_t>(), strides_of(x),
+                        need_input ? grad_x.data_ptr<scalar_t>() : nullptr,
+                        need_input ? strides_of(grad_x) : Strides{}, set, grad_w_ptrs);
+    TORCH_CHECK(ok, "dwconv2d_backward: out of memory for the per-thread scratch buffers");
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace
+}  // namespace mmslak::dwconv
+
+TORCH_LIBRARY_FRAGMENT(mmslak_ext, m) {
+  m.def("dwconv2d_forward(Tensor x, Tensor[] weights, Tensor? bias) -> Tensor");
+  m.def("dwconv2d_backward(Tensor grad_out, Tensor x, Tensor[] weights, bool need_input, "
+        "bool need_weight) -> (Tensor, Tensor[])");
+  m.def("dwconv2d_cpu_isa() -> str", &mmslak::dwconv::isa_name);
+}
+
+TORCH_LIBRARY_IMPL(mmslak_ext, CPU, m) {
+  m.impl("dwconv2d_forward", &mmslak::dwconv::forward);
+  m.impl("dwconv2d_backward", &mmslak::dwconv::backward);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmslak C++ CPU kernels; the ops are registered under torch.ops.mmslak_ext";
+}
