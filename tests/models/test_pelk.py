@@ -140,6 +140,10 @@ def test_switch_to_deploy_same_outputs(pos_embed):
     # 2, 2], 11 -> [1, 2, 1 x 5, 2, 1]; the 7 stage is dense (dense_max_kernel=7).
     assert cells == ([17, 13, 11, 7] if pos_embed == 'kernel' else [9, 9, 9, 7])
     torch.testing.assert_close(model(x)[0], before)
+    deployed = small_model(pos_embed=pos_embed, layer_scale_init_value=1.0, dense_max_kernel=7,
+                           deploy=True).double().eval()
+    deployed.load_state_dict(model.state_dict())  # strict: the same keys and shapes
+    torch.testing.assert_close(deployed(x)[0], before)
 
 
 def test_with_cp_same_gradients():

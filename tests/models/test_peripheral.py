@@ -236,6 +236,10 @@ def test_switch_to_deploy_same_outputs(mode, small_kernel, center_size, cell_for
     torch.testing.assert_close(layer(x), expected)
     layer.switch_to_deploy()  # idempotent
     torch.testing.assert_close(layer(x), expected)
+    built = PeripheralConv2d(16, 21, pos_embed=mode, small_kernel=small_kernel, center_size=center_size,
+                             deploy=True).double()
+    built.load_state_dict(layer.state_dict())  # strict: deploy=True builds the same shapes
+    torch.testing.assert_close(built(x), expected)
 
 
 def test_switch_to_deploy_with_shared_embedding():

@@ -44,6 +44,8 @@ class PeLK(LargeKernelConvNeXt):
         short_kernel (int | None): side N of the parallel N x N branch (clipped to K), SLaK's name and
             default; None turns the branch off. Defaults to 5.
         width_factor (float): width multiplier. Defaults to 1.3 (T and S: 124, 249, 499, 998).
+        deploy (bool): build the fused inference form of :meth:`switch_to_deploy` (to load deployed
+            checkpoints). Defaults to False.
         **kwargs: the options of :class:`LargeKernelConvNeXt` (``drop_path_rate``,
             ``layer_scale_init_value``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
             ``gap_before_final_norm``, ``channels_last``, ``init_cfg``, ...). The default ``init_cfg``
@@ -80,6 +82,7 @@ class PeLK(LargeKernelConvNeXt):
                  conv_ratio=3 / 8,
                  short_kernel=5,
                  width_factor=1.3,
+                 deploy=False,
                  init_cfg=(dict(type='TruncNormal',
                                 layer=['Conv2d', 'Linear', 'LargeKernelDepthwiseConv2d', 'PeripheralConv2d'],
                                 std=.02, bias=0.),
@@ -100,10 +103,11 @@ class PeLK(LargeKernelConvNeXt):
         self.share_pos_embed = share_pos_embed
         self.conv_ratio = conv_ratio
         self.short_kernel = short_kernel
+        self.deploy = deploy
         super().__init__(arch, kernel_size, width_factor=width_factor, init_cfg=init_cfg, **kwargs)
 
     def make_stage_shared(self, stage_index, dim, kernel_size):
-        if self.pos_embed is None or not self.share_pos_embed:
+        if self.pos_embed is None or not self.share_pos_embed or self.deploy:
             return None
         return PeripheralPositionalEmbedding(peripheral_conv_channels(dim, self.conv_ratio), kernel_size)
 
@@ -118,7 +122,8 @@ class PeLK(LargeKernelConvNeXt):
             conv_ratio=self.conv_ratio,
             small_kernel=None if self.short_kernel is None else min(self.short_kernel, kernel_size),
             grid=self.grids[stage_index],
-            shared_pos_embed=stage_shared)
+            shared_pos_embed=stage_shared,
+            deploy=self.deploy)
 
     def switch_to_deploy(self):
         """Fuse every peripheral conv (see :meth:`PeripheralConv2d.switch_to_deploy`) and drop the
@@ -126,4 +131,5 @@ class PeLK(LargeKernelConvNeXt):
         super().switch_to_deploy()
         for stage in self.stages:
             stage.shared = None
+        self.deploy = True
         return self

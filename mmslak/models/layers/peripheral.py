@@ -147,6 +147,8 @@ class PeripheralConv2d(nn.Module):
             and ``growth``.
         shared_pos_embed (PeripheralPositionalEmbedding, optional): an embedding owned elsewhere (the
             stage) and shared with other layers; by default the layer owns its own ``pos_embed``.
+        deploy (bool): build the fused inference form of :meth:`switch_to_deploy` directly (to load a
+            deployed checkpoint). Default: False.
     """
 
     def __init__(self,
@@ -158,7 +160,8 @@ class PeripheralConv2d(nn.Module):
                  conv_ratio=3 / 8,
                  small_kernel=5,
                  grid=None,
-                 shared_pos_embed=None):
+                 shared_pos_embed=None,
+                 deploy=False):
         super().__init__()
         if pos_embed not in POS_EMBED_MODES:
             raise ValueError(f'pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}')
@@ -178,6 +181,12 @@ class PeripheralConv2d(nn.Module):
         # Index of the grid cell of every kernel row/column, to pool the embedding over the cells.
         cell_index = torch.tensor([cell for cell, width in enumerate(self.grid) for _ in range(width)])
         self.register_buffer('cell_index', cell_index, persistent=False)
+        if deploy:
+            side = len(self.grid) if self._fuses_to_cells() else kernel_size
+            self.fused_weight = nn.Parameter(torch.zeros(conv_channels, 1, side, side))
+            self.fused_bias = nn.Parameter(torch.zeros(conv_channels))
+            self.deploy = True
+            return
 
         cells = len(self.grid)
         self.weight = nn.Parameter(torch.empty(conv_channels, 1, cells, cells))
@@ -229,10 +238,15 @@ class PeripheralConv2d(nn.Module):
 
     def _small_kernel_offset(self):
         """First cell of the centred small kernel if every position it covers is its own width-1 cell
-        (it then folds into the cell-form kernel), else None."""
+        (it then folds into the cell-form kernel), else None; 0 without a small branch."""
+        if self.small_kernel is None:
+            return 0
         start = (self.kernel_size - self.small_kernel) // 2
         cells = self.cell_index[start:start + self.small_kernel].tolist()
         return None if any(self.grid[c] != 1 for c in cells) else cells[0]
+
+    def _fuses_to_cells(self):
+        return self.pos_embed_mode != 'kernel' and self._small_kernel_offset() is not None
 
     def fused_kernel(self):
         """Kernel and bias (C_conv,) of the single conv equal to this layer with running statistics.
@@ -242,8 +256,7 @@ class PeripheralConv2d(nn.Module):
         """
         if self.deploy:
             return self.fused_weight, self.fused_bias
-        offset = 0 if self.small_conv is None else self._small_kernel_offset()
-        cell_form = self.pos_embed_mode != 'kernel' and offset is not None
+        cell_form = self._fuses_to_cells()
         kernel, bias = fold_batch_norm(self.weight if cell_form else self.expanded_kernel(), self.bn)
         if self.pos_embed_mode == 'input':
             # BN(conv + b) = scale * conv + shift + scale * b
@@ -252,7 +265,7 @@ class PeripheralConv2d(nn.Module):
         if self.small_conv is not None:
             small, small_bias = self.small_conv.fused_kernel()
             if cell_form:
-                cells = len(self.grid)
+                offset, cells = self._small_kernel_offset(), len(self.grid)
                 small = F.pad(small, [offset, cells - offset - self.small_kernel] * 2)
             else:
                 small = pad_kernel(small, kernel.shape[2:])
