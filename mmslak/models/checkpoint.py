@@ -106,7 +106,8 @@ def infer_slak_config(state_dict):
 
     depths, kernels, shorts = [], [], []
     for s in range(4):
-        blocks = {int(m.group(1)) for m in (re.match(rf'{re.escape(p)}stages\.{s}\.(\d+)\.', k) for k in keys) if m}
+        block_ids = (re.match(rf'{re.escape(p)}stages\.{s}\.(\d+)\.', k) for k in keys)
+        blocks = {int(m.group(1)) for m in block_ids if m}
         depths.append(max(blocks) + 1 if blocks else 0)
         lk = rf'{re.escape(p)}stages\.{s}\.\d+\.large_kernel\.'
         long_key = first_key(lk + r'(LoRA1\.conv\.weight|long_weight)')
@@ -126,6 +127,7 @@ def infer_slak_config(state_dict):
     pwconv1 = first_key(rf'{re.escape(p)}stages\.0\.\d+\.pwconv1\.weight')
     if pwconv1 is None:
         raise ValueError('cannot infer the MLP width: no pwconv1 weights in stage 0')
+    norms = (re.match(rf'{re.escape(p)}norm(\d)\.weight$', k) for k in keys)
     config = dict(
         arch=dict(depths=depths, widths=widths),
         width_factor=1.0,
@@ -138,7 +140,7 @@ def infer_slak_config(state_dict):
         stem_patch_size=stem[2],
         mlp_ratio=state_dict[pwconv1].shape[0] / widths[0],
         layer_scale_init_value=1e-6 if any(k.endswith('.gamma') for k in keys) else 0.,
-        out_indices=sorted(int(m.group(1)) for m in (re.match(rf'{re.escape(p)}norm(\d)\.weight$', k) for k in keys) if m))
+        out_indices=sorted(int(m.group(1)) for m in norms if m))
     if 'head.fc.weight' in state_dict:
         config['num_classes'] = _shape(state_dict, 'head.fc.weight')[0]
     return config

@@ -36,7 +36,8 @@ def official_checkpoint(path, with_ema=True, **kwargs):
         optimizer=dict(state={}, param_groups=[dict(lr=4e-3, params=[0])]),
         epoch=299,
         scaler=dict(scale=65536.0),
-        args=argparse.Namespace(model='SLaK_tiny', kernel_size=[51, 49, 47, 13, 5], Decom=True, width_factor=1.3))
+        args=argparse.Namespace(model='SLaK_tiny', kernel_size=[51, 49, 47, 13, 5], Decom=True,
+                                width_factor=1.3))
     if with_ema:
         checkpoint['model_ema'] = official(seed=1, **kwargs)
     torch.save(checkpoint, path)
@@ -148,8 +149,8 @@ def test_cli_refuses_bad_files_and_lists_keys(tmp_path):
     del checkpoint['model']['stages.0.0.gamma']
     checkpoint['model']['stages.0.0.large_kernel.mask'] = torch.ones(1)
     torch.save(checkpoint, tmp_path / 'broken.pth')
-    result = subprocess.run([sys.executable, str(CONVERTER), str(tmp_path / 'broken.pth'), str(tmp_path / 'out.pth')],
-                            capture_output=True, text=True, cwd=REPO)
+    command = [sys.executable, str(CONVERTER), str(tmp_path / 'broken.pth'), str(tmp_path / 'out.pth')]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0
     assert 'missing keys (1): backbone.stages.0.0.gamma' in result.stderr
     assert 'unknown keys (1): backbone.stages.0.0.large_kernel.mask' in result.stderr
@@ -160,6 +161,7 @@ def test_cli_refuses_bad_files_and_lists_keys(tmp_path):
 
 
 def test_loading_is_weights_only(tmp_path):
-    torch.save(dict(model=official(), args=argparse.Namespace(x=1), hook=Path('/tmp')), tmp_path / 'unsafe.pth')
+    unsafe = dict(model=official(), args=argparse.Namespace(x=1), hook=Path('/tmp'))
+    torch.save(unsafe, tmp_path / 'unsafe.pth')
     with pytest.raises(SystemExit, match='PosixPath'):
         load_converter().main([str(tmp_path / 'unsafe.pth'), str(tmp_path / 'out.pth')])

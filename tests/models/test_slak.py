@@ -96,7 +96,8 @@ def test_fused_eval_path_has_the_gradients_of_the_branches():
     reference = copy.deepcopy(mixer)
     x = torch.randn(2, 6, 12, 12)
     mixer(x).square().sum().backward()
-    sum(branch(x) for branch in (reference.LoRA1, reference.LoRA2, reference.small_conv)).square().sum().backward()
+    branches = (reference.LoRA1, reference.LoRA2, reference.small_conv)
+    sum(branch(x) for branch in branches).square().sum().backward()
     for (name, param), ref in zip(mixer.named_parameters(), reference.parameters()):
         torch.testing.assert_close(param.grad, ref.grad, rtol=1e-4, atol=1e-5, msg=name)
 

@@ -8,6 +8,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 DEPTHS, WIDTHS, KERNELS, N = [1, 2, 1, 1], [8, 16, 24, 32], (9, 7, 7, 5), 3
 SIZE = 64
+SPARSE_HOOK = "custom_hooks = [dict(type='SparseTrainingHook', sparsity=0.5)]\n"
 
 
 def load_tool():
@@ -59,7 +60,7 @@ def test_dense_counts_match_the_architecture(tmp_path, capsys):
 
 def test_config_sparsity_counts_sparse_weights_only(tmp_path):
     tool = load_tool()
-    config = write_config(tmp_path / 'cfg.py', "custom_hooks = [dict(type='SparseTrainingHook', sparsity=0.5)]\n")
+    config = write_config(tmp_path / 'cfg.py', SPARSE_HOOK)
     result = tool.main([config, '--shape', str(SIZE), str(SIZE)])
     params, macs, _ = hand_counts()
     _, model = tool.build_model(config)
@@ -72,7 +73,7 @@ def test_config_sparsity_counts_sparse_weights_only(tmp_path):
 
 def test_checkpoint_zeros_are_counted_exactly(tmp_path):
     tool = load_tool()
-    config = write_config(tmp_path / 'cfg.py', "custom_hooks = [dict(type='SparseTrainingHook', sparsity=0.5)]\n")
+    config = write_config(tmp_path / 'cfg.py', SPARSE_HOOK)
     _, model = tool.build_model(config)
     state = model.state_dict()
     lora = state['stages.2.0.large_kernel.LoRA1.conv.weight']  # (24, 1, 7, 3), stage 2 runs at 4x4
@@ -80,7 +81,8 @@ def test_checkpoint_zeros_are_counted_exactly(tmp_path):
     pwconv = state['stages.1.1.pwconv2.weight']  # (16, 64), stage 1 runs at 8x8
     pwconv[:5] = 0
     torch.save(dict(state_dict=state), tmp_path / 'sparse.pth')
-    result = tool.main([config, '--shape', str(SIZE), str(SIZE), '--checkpoint', str(tmp_path / 'sparse.pth')])
+    result = tool.main([config, '--shape', str(SIZE), str(SIZE), '--checkpoint',
+                        str(tmp_path / 'sparse.pth')])
     params, macs, _ = hand_counts()
     zero_lora, zero_pw = 24 * 3 * 3, 5 * 64
     zero_biases = sum(int((p == 0).sum()) for n, p in model.named_parameters() if p.dim() == 1)
@@ -91,7 +93,8 @@ def test_checkpoint_zeros_are_counted_exactly(tmp_path):
 def test_deploy_form_counts_the_merged_kernels():
     tool = load_tool()
     from mmslak.models import SLaK
-    model = SLaK(arch=dict(depths=DEPTHS, widths=WIDTHS), kernel_size=KERNELS, short_kernel=N, width_factor=1.0)
+    model = SLaK(arch=dict(depths=DEPTHS, widths=WIDTHS), kernel_size=KERNELS, short_kernel=N,
+                 width_factor=1.0)
     before = tool.count_complexity(model, torch.rand(1, 3, SIZE, SIZE), {})
     model.switch_to_deploy()
     after = tool.count_complexity(model, torch.rand(1, 3, SIZE, SIZE), {})
