@@ -20,6 +20,7 @@ from mmslak.engine.sparse.layer_density import erk_density, snip_scores
 from mmslak.engine.sparse.mask_ops import cosine_prune_rate, unpack_mask
 from mmslak.engine.sparse.masked_weights_hook import MaskedWeightsHook
 from mmslak.engine.sparse.param_selection import select_sparse_params
+from mmslak.models import SLaK
 
 _run_ids = itertools.count()
 
@@ -51,11 +52,24 @@ class ToyClassifier(BaseModel):
         return dict(loss=F.cross_entropy(logits, labels)) if mode == 'loss' else logits
 
 
+class TinySLaKClassifier(BaseModel):
+    """A SLaK with one block per stage and kernels 13..7: the official parameter layout at toy size."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = SLaK(arch=dict(depths=[1, 1, 1, 1], widths=[8, 16, 32, 64]), kernel_size=(13, 11, 9, 7))
+        self.head = nn.Linear(int(64 * 1.3), 3)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        logits = self.head(self.backbone(inputs)[-1])
+        return dict(loss=F.cross_entropy(logits, labels)) if mode == 'loss' else logits
+
+
 class ToyDataset(Dataset):
 
-    def __init__(self, seed=0, size=32):
+    def __init__(self, seed=0, size=32, image_size=12):
         generator = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(size, 3, 12, 12, generator=generator)
+        self.images = torch.randn(size, 3, image_size, image_size, generator=generator)
         self.labels = torch.randint(0, 3, (size, ), generator=generator)
 
     def __len__(self):
@@ -113,15 +127,16 @@ ADAMW = dict(type='AdamW', lr=0.01, weight_decay=0.05)
 
 
 def train(tmp_path, hook, max_iters, optimizer=SGD, accumulative_counts=1, optim_wrapper='OptimWrapper',
-          checkpoint_interval=1000, resume=False, load_from=None, work_dir=None):
+          checkpoint_interval=1000, resume=False, load_from=None, work_dir=None, model=ToyClassifier,
+          image_size=12):
     torch.manual_seed(0)
     recorder = Recorder()
     run_id = next(_run_ids)
     runner = Runner(
-        model=ToyClassifier(),
+        model=model(),
         work_dir=str(work_dir or tmp_path / f'run{run_id}'),
         experiment_name=f'sparse_test_{run_id}',
-        train_dataloader=dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=False),
+        train_dataloader=dict(dataset=ToyDataset(image_size=image_size), sampler=dict(type='DefaultSampler', shuffle=False),
                               batch_size=4, num_workers=0, collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(type=optim_wrapper, optimizer=optimizer, accumulative_counts=accumulative_counts),
@@ -256,6 +271,17 @@ def test_regrowth_follows_gradient_or_momentum(tmp_path, growth):
         expected = after_prune.clone().flatten()
         expected[candidates[scores.flatten()[candidates].argsort(descending=True)[:num_replace]]] = True
         assert torch.equal(recorder.masks[1][name], expected.view_as(old)), name
+
+
+def test_large_kernel_sparsity_on_slak(tmp_path):
+    """Only the official large-kernel branches (LoRA1, LoRA2) are sparse; SNIP and gradient growth work through
+    mmslak's depthwise convolution ops."""
+    hook = dict(type='SparseTrainingHook', init='snip', growth='gradient', params='large_kernel', update_interval=2)
+    _, recorder = train(tmp_path, hook, max_iters=3, model=TinySLaKClassifier, image_size=32)
+    assert sorted(recorder.start_masks) == [f'backbone.stages.{stage}.0.large_kernel.{branch}.conv.weight'
+                                            for stage in range(4) for branch in ('LoRA1', 'LoRA2')]
+    assert recorder.changed_iters() == [2]
+    assert_masked_weights_zero(recorder)
 
 
 def test_gradient_accumulation_updates_only_on_optimizer_steps(tmp_path):

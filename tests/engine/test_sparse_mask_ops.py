@@ -28,6 +28,11 @@ def test_snip_density_global_threshold():
     scores = {'a': torch.tensor([1., 2., 3., 4.]), 'b': torch.tensor([5., 6., 0.5, 7.]), 'c': torch.tensor([8.])}
     # keep int(9 * 0.5) = 4 of 9 highest scores: 5, 6, 7, 8
     assert snip_density(scores, 0.5) == {'a': 0.0, 'b': 0.75, 'c': 1.0}
+    # keep int(10 * 0.6) = 6: the 3 positive scores, then 3 of the 7 tied zeros, shared 4 : 3
+    scores = {'a': torch.tensor([0., 0., 0., 0., 2.]), 'b': torch.tensor([0., 1., 0., 0., 3.])}
+    densities = snip_density(scores, 0.6)
+    assert densities['a'] == pytest.approx((1 + 3 * 4 / 7) / 5)
+    assert densities['b'] == pytest.approx((2 + 3 * 3 / 7) / 5)
 
 
 @pytest.mark.parametrize('density', [0.05, 0.4, 0.6, 0.999])

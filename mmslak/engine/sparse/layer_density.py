@@ -92,6 +92,10 @@ def snip_density(scores, density):
     This is what the official SLaK code calls ``sparse_init='snip'``: SNIP decides only how many weights
     each layer keeps; which weights are kept is drawn at random afterwards.
 
+    Scores tied with the threshold share the remaining budget in proportion to their count per layer. Ties
+    are common: kernel taps that only ever see padding (a 13-wide kernel on a 7x7 map) score exactly zero,
+    and the official ``score >= threshold`` made every layer dense whenever the threshold was zero.
+
     Args:
         scores (dict[str, torch.Tensor]): parameter name to SNIP scores (:func:`snip_scores`).
         density (float): global fraction of non-zero weights, in (0, 1].
@@ -102,4 +106,7 @@ def snip_density(scores, density):
     all_scores = torch.cat([score.flatten() for score in scores.values()])
     num_keep = max(1, int(all_scores.numel() * density))
     threshold = torch.topk(all_scores, num_keep, sorted=True).values[-1]
-    return {name: (score >= threshold).float().mean().item() for name, score in scores.items()}
+    above = {name: int((score > threshold).sum()) for name, score in scores.items()}
+    ties = {name: int((score == threshold).sum()) for name, score in scores.items()}
+    tie_share = (num_keep - sum(above.values())) / sum(ties.values())
+    return {name: (above[name] + tie_share * ties[name]) / score.numel() for name, score in scores.items()}
