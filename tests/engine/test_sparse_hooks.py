@@ -9,7 +9,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
@@ -128,7 +128,7 @@ ADAMW = dict(type='AdamW', lr=0.01, weight_decay=0.05)
 
 def train(tmp_path, hook, max_iters, optimizer=SGD, accumulative_counts=1, optim_wrapper='OptimWrapper',
           checkpoint_interval=1000, resume=False, load_from=None, work_dir=None, model=ToyClassifier,
-          image_size=12):
+          image_size=12, extra_hooks=()):
     torch.manual_seed(0)
     recorder = Recorder()
     run_id = next(_run_ids)
@@ -140,7 +140,7 @@ def train(tmp_path, hook, max_iters, optimizer=SGD, accumulative_counts=1, optim
                               batch_size=4, num_workers=0, collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(type=optim_wrapper, optimizer=optimizer, accumulative_counts=accumulative_counts),
-        custom_hooks=[hook, recorder],
+        custom_hooks=[*extra_hooks, hook, recorder],
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval, by_epoch=False)),
         randomness=dict(seed=0),
         resume=resume,
@@ -312,6 +312,21 @@ def test_resume_restores_masks_and_schedule(tmp_path):
     for name in saved:
         assert torch.equal(resumed.masks[-1][name], full.masks[-1][name])
         assert torch.equal(resumed.weights[-1][name], full.weights[-1][name])
+
+
+def test_ema_weights_are_as_sparse_as_the_model(tmp_path):
+    hook = dict(type='SparseTrainingHook', init='uniform', update_interval=2, prune_rate=0.5)
+    ema = dict(type='EMAHook', momentum=0.2, priority='ABOVE_NORMAL')
+    runner, recorder = train(tmp_path, hook, max_iters=5, checkpoint_interval=5, extra_hooks=[ema])
+    assert recorder.changed_iters() == [2, 4]
+    ema_hook = next(hook for hook in runner.hooks if isinstance(hook, EMAHook))
+    averaged = dict(ema_hook.ema_model.module.named_parameters())
+    # EMAHook puts the averaged weights into the checkpoint's state_dict
+    saved = torch.load(f'{runner.work_dir}/iter_5.pth', weights_only=True)['state_dict']
+    for name, mask in recorder.masks[-1].items():
+        assert not torch.equal(averaged[name], recorder.weights[-1][name]), 'not an average'
+        assert torch.all(averaged[name][~mask] == 0), name
+        assert torch.all(saved[name][~mask] == 0), name
 
 
 def test_amp_bf16_performs_the_same_updates(tmp_path):

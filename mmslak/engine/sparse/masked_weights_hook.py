@@ -1,7 +1,7 @@
 """The part both sparse hooks share: keep masked weights at exactly zero and carry masks in checkpoints."""
 import torch
 from mmengine.dist import broadcast, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 
@@ -22,6 +22,10 @@ class MaskedWeightsHook(Hook):
     sees sparse weights, and with gradient accumulation nothing happens on iterations that do not step.
     Gradients are left dense: autograd computes them for masked weights too, which gradient and momentum
     growth need.
+
+    An :class:`~mmengine.hooks.EMAHook`'s averaged model is masked too whenever the masks change; in between
+    its masked weights stay zero by themselves (an average of zeros), so the checkpoints, whose ``state_dict``
+    EMAHook fills with the averaged weights, are exactly as sparse as the trained model.
 
     Masks are stored in the checkpoint under :attr:`checkpoint_key` as packed bits (plain tensors, lists and
     ints, loadable with ``weights_only=True``) and restored by ``--resume`` or ``load_from``.
@@ -44,6 +48,7 @@ class MaskedWeightsHook(Hook):
         check_param_scope(params)
         self.masks = {}
         self.sparse_params = {}
+        self.averaged_params = []
         self._restored_state = None
         self._step_hook_handle = None
 
@@ -59,6 +64,12 @@ class MaskedWeightsHook(Hook):
     def apply_masks(self):
         for name, mask in self.masks.items():
             self.sparse_params[name].mul_(mask)
+
+    @torch.no_grad()
+    def apply_masks_to_averaged_models(self):
+        for params in self.averaged_params:
+            for name, mask in self.masks.items():
+                params[name].mul_(mask)
 
     def broadcast_masks(self):
         """Make every process use rank 0's masks (one broadcast of all masks as bytes)."""
@@ -85,6 +96,9 @@ class MaskedWeightsHook(Hook):
             source = 'created'
         self.broadcast_masks()
         self.apply_masks()
+        self.averaged_params = [dict(hook.ema_model.module.named_parameters()) for hook in runner.hooks
+                                if isinstance(hook, EMAHook)]
+        self.apply_masks_to_averaged_models()
         if not isinstance(runner.optim_wrapper, OptimWrapper):
             raise TypeError(f'{type(self).__name__} supports a single OptimWrapper, got '
                             f'{type(runner.optim_wrapper).__name__}')

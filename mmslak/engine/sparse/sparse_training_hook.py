@@ -161,6 +161,7 @@ class SparseTrainingHook(MaskedWeightsHook):
             replaced += num_replace
         self.broadcast_masks()
         self.apply_masks()
+        self.apply_masks_to_averaged_models()
         runner.logger.info(f'{type(self).__name__}: optimizer step {self.optimizer_steps}, prune rate '
                            f'{rate:.4f}, replaced {replaced} weights; {self.density_summary()}')
 
