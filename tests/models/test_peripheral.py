@@ -239,6 +239,7 @@ def test_switch_to_deploy_same_outputs(mode, small_kernel, center_size, cell_for
     built = PeripheralConv2d(16, 21, pos_embed=mode, small_kernel=small_kernel, center_size=center_size,
                              deploy=True).double()
     built.load_state_dict(layer.state_dict())  # strict: deploy=True builds the same shapes
+    assert 'deploy=True' in repr(built)
     torch.testing.assert_close(built(x), expected)
 
 

@@ -178,6 +178,8 @@ class PeripheralConv2d(nn.Module):
         self.small_kernel = small_kernel
         self.pos_embed_mode = pos_embed
         self.deploy = False
+        # A tuple keeps a shared embedding out of this layer's children: its owner stores it once.
+        self._shared_pos_embed = ()
         # Index of the grid cell of every kernel row/column, to pool the embedding over the cells.
         cell_index = torch.tensor([cell for cell, width in enumerate(self.grid) for _ in range(width)])
         self.register_buffer('cell_index', cell_index, persistent=False)
@@ -198,8 +200,6 @@ class PeripheralConv2d(nn.Module):
             DepthwiseConvBN(conv_channels, (small_kernel, small_kernel)) if small_kernel is not None else None)
 
         self.pos_embed = None
-        # A tuple keeps the shared module out of this layer's children: its owner stores it once.
-        self._shared_pos_embed = ()
         if shared_pos_embed is not None:
             if pos_embed is None:
                 raise ValueError('shared_pos_embed given but pos_embed=None')
