@@ -3,6 +3,7 @@ selection and SNIP scores on the same model."""
 import copy
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from mmslak.engine.sparse.param_selection import select_sparse_params
 from mmslak.models import SLaK
 
 _run_ids = itertools.count()
+CONFIGS = Path(__file__).parents[2] / 'configs'
 
 
 class ToyBackbone(nn.Module):
@@ -401,3 +403,14 @@ def test_distributed_masks_identical_on_every_rank(tmp_path):
     for masks0, masks1 in zip(results[0]['masks'], results[1]['masks']):
         for name in masks0:
             assert torch.equal(masks0[name], masks1[name]), name
+
+
+@pytest.mark.parametrize('config', sorted(str(path.relative_to(CONFIGS)) for path in CONFIGS.glob('*/*_in1k.py')))
+def test_imagenet_config_hooks_build(config):
+    """The ImageNet configs' SparseTrainingHook arguments are ones the hook accepts."""
+    from mmengine.config import Config
+    from mmengine.registry import HOOKS
+    hooks = [cfg for cfg in Config.fromfile(CONFIGS / config).custom_hooks if cfg.type == 'SparseTrainingHook']
+    assert len(hooks) == 1
+    hook = HOOKS.build(hooks[0])
+    assert hook.params_scope == 'model' and hook.sparsity == 0.4
