@@ -39,7 +39,6 @@ class MaskedWeightsHook(Hook):
         large_kernel_min_size (int): shortest "large" kernel side for ``params='large_kernel'``.
     """
 
-    priority = 'NORMAL'
     checkpoint_key = None
 
     def __init__(self, params='backbone', large_kernel_min_size=7):
@@ -83,6 +82,9 @@ class MaskedWeightsHook(Hook):
             offset += mask.numel()
 
     def before_train(self, runner):
+        if not isinstance(runner.optim_wrapper, OptimWrapper):
+            raise TypeError(f'{type(self).__name__} supports a single OptimWrapper, got '
+                            f'{type(runner.optim_wrapper).__name__}')
         model = unwrap_model(runner)
         self.sparse_params = dict(select_sparse_params(model, self.params_scope, self.large_kernel_min_size))
         if not self.sparse_params:
@@ -99,9 +101,6 @@ class MaskedWeightsHook(Hook):
         self.averaged_params = [dict(hook.ema_model.module.named_parameters()) for hook in runner.hooks
                                 if isinstance(hook, EMAHook)]
         self.apply_masks_to_averaged_models()
-        if not isinstance(runner.optim_wrapper, OptimWrapper):
-            raise TypeError(f'{type(self).__name__} supports a single OptimWrapper, got '
-                            f'{type(runner.optim_wrapper).__name__}')
         if self._step_hook_handle is not None:
             self._step_hook_handle.remove()
         self._step_hook_handle = runner.optim_wrapper.optimizer.register_step_post_hook(

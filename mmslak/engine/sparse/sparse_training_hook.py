@@ -106,13 +106,13 @@ class SparseTrainingHook(MaskedWeightsHook):
         self.total_optimizer_steps = 1
 
     def before_train(self, runner):
-        # mmengine has no public getter for the accumulation count; the schedule counts optimizer steps.
-        accumulation = runner.optim_wrapper._accumulative_counts
-        self.optimizer_steps = runner.iter // accumulation
-        self.total_optimizer_steps = max(1, math.ceil(runner.max_iters / accumulation))
         if self._restored_state is None:
             self.generator.manual_seed(runner.seed if self.seed is None else self.seed)
         super().before_train(runner)
+        # The schedule counts optimizer steps; mmengine has no public getter for the accumulation count.
+        accumulation = runner.optim_wrapper._accumulative_counts
+        self.optimizer_steps = runner.iter // accumulation
+        self.total_optimizer_steps = max(1, math.ceil(runner.max_iters / accumulation))
 
     def create_masks(self, runner):
         shapes = {name: param.shape for name, param in self.sparse_params.items()}
