@@ -35,9 +35,9 @@ class SparseTrainingHook(MaskedWeightsHook):
       Newly grown weights start at zero with their optimizer state (momentum, Adam moments) reset; the
       official code masked SGD's momentum buffer after every step instead, which would leave momentum growth
       nothing to read.
-    * Masks are identical on every process: random draws come from a generator seeded with ``seed`` (the
-      Runner's seed by default, which MMEngine syncs across ranks) and the masks of rank 0 are broadcast after
-      every change.
+    * Masks are identical on every process: rank 0's masks are broadcast after every change (random draws
+      come from a generator seeded with ``seed``, the Runner's seed by default, which may differ per rank
+      with ``diff_rank_seed``; and SNIP sees a different batch on every rank).
     * Masks and the generator state are saved in the checkpoint (the official code saved neither); after
       ``--resume`` the schedule continues from the resumed iteration with the same masks.
 
@@ -46,7 +46,8 @@ class SparseTrainingHook(MaskedWeightsHook):
     * ``'snip'`` (the official SLaK setting): SNIP connection sensitivity ``|w * dL/dw|`` of every sparse
       weight on one training batch, with the weights re-drawn Xavier-normal in a copy of the model (as the
       official ``SNIP`` function does); the global top ``1 - sparsity`` fraction decides how many weights
-      each layer keeps, and the kept positions are then drawn at random. Rank 0's densities are used.
+      each layer keeps (scores tied at the threshold share the rest), and the kept positions are then drawn
+      at random. Rank 0's densities are used.
     * ``'erk'``: Erdős–Rényi-Kernel densities, proportional to ``sum(shape) / prod(shape)``.
     * ``'uniform'``: every layer at ``1 - sparsity``.
 
