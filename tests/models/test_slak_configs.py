@@ -5,7 +5,7 @@ import pytest
 import torch
 from slak_reference import official_forward, relative_error
 
-from mmslak.models import convert_slak_state_dict
+from mmslak.models import convert_slak_state_dict, switch_to_deploy
 
 pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
@@ -65,5 +65,6 @@ def test_full_size_tiny_deploy_matches_official_forward():
     image = torch.randn(1, 3, 96, 96, generator=generator)
     expected = official_forward(official, image)
     assert relative_error(model(image, mode='tensor'), expected) < 1e-4
-    model.backbone.switch_to_deploy()
+    switch_to_deploy(model)
+    assert model.backbone.deploy
     assert relative_error(model(image, mode='tensor'), expected) < 1e-4
