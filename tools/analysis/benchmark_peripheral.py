@@ -1,0 +1,120 @@
+"""The fast peripheral convolution against the dense convolution with the expanded kernel.
+
+For PeLK's layer shapes (224² input, the 3/8 of the channels that go through the large kernel), prints
+the median forward and forward+backward times of ``mmslak.ops.peripheral_depthwise_conv2d`` (separable
+box filters, about k'² multiply-adds per pixel) and of the dense K×K paths a layer would otherwise take
+(expand the kernel, then ``F.conv2d`` in NCHW or channels_last, or ``mmslak.ops.depthwise_conv2d``),
+and the speed-up over the best dense path measured in the same run. Timings on a shared machine are
+noisy: compare ratios within one run.
+
+    python tools/analysis/benchmark_peripheral.py --threads 2
+
+Dense paths slower than ``--max-seconds`` per call are measured with fewer repeats (101×101 in NCHW
+takes seconds per call).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mmslak.models.layers import peripheral_conv_channels, peripheral_grid
+from mmslak.ops import depthwise_conv2d, expand_peripheral_kernel, peripheral_depthwise_conv2d
+
+# (label, block width, feature size at 224² input, kernel size, width-1 centre cells)
+SHAPES = [
+    ('PeLK-T stage 1, K=51', 124, 56, 51, 5),
+    ('PeLK-101 kernel at stage 1, K=101', 124, 56, 101, 7),
+    ('PeLK-T stage 2, K=49', 249, 28, 49, 5),
+    ('PeLK-T stage 3, K=47', 499, 14, 47, 5),
+]
+CONV_RATIO = 3 / 8
+
+
+def dense_conv(x, weight, grid):
+    return F.conv2d(x, expand_peripheral_kernel(weight, grid), padding=sum(grid) // 2, groups=x.shape[1])
+
+
+def dense_mmslak(x, weight, grid):
+    return depthwise_conv2d(x, expand_peripheral_kernel(weight, grid))
+
+
+PATHS = [
+    # (name, function, channels_last input, is the fast path)
+    ('peripheral (ours), NCHW', peripheral_depthwise_conv2d, False, True),
+    ('peripheral (ours), channels_last', peripheral_depthwise_conv2d, True, True),
+    ('dense F.conv2d, NCHW', dense_conv, False, False),
+    ('dense F.conv2d, channels_last', dense_conv, True, False),
+    ('dense mmslak.ops.depthwise_conv2d', dense_mmslak, False, False),
+]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch threads')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=10, help='timed calls per measurement')
+    parser.add_argument('--max-seconds', type=float, default=1.0,
+                        help='calls slower than this are repeated only twice')
+    return parser.parse_args()
+
+
+def median_ms(run, repeats, max_seconds):
+    start = time.perf_counter()
+    run()  # warm-up: first-call dispatch, allocations
+    if time.perf_counter() - start > max_seconds:
+        repeats = 2
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure(function, x, weight, grid, repeats, max_seconds):
+    """(forward ms, forward+backward ms) of ``function(x, weight, grid)``."""
+    grad_out = torch.randn_like(x)
+
+    def forward():
+        with torch.no_grad():
+            function(x, weight, grid)
+
+    def forward_backward():
+        x_grad, w_grad = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        function(x_grad, w_grad, grid).backward(grad_out)
+
+    return median_ms(forward, repeats, max_seconds), median_ms(forward_backward, repeats, max_seconds)
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, '
+          f'median of {args.repeats} calls (ms)')
+    for label, width, size, kernel, centre in SHAPES:
+        grid = peripheral_grid(kernel, center_size=centre)
+        channels = peripheral_conv_channels(width, CONV_RATIO)
+        x = torch.randn(args.batch, channels, size, size)
+        weight = torch.randn(channels, 1, len(grid), len(grid)) * 0.01
+        print(f'\n{label}: C={channels} {size}x{size}, grid {grid} (k\'={len(grid)}; '
+              f'{len(grid) ** 2} vs {kernel ** 2} taps)')
+        print(f'  {"path":36s} {"forward":>9s} {"fwd+bwd":>9s}')
+        results = []
+        for name, function, channels_last, fast in PATHS:
+            inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            forward, forward_backward = measure(function, inp, weight, grid, args.repeats, args.max_seconds)
+            results.append((name, fast, forward, forward_backward))
+            print(f'  {name:36s} {forward:9.2f} {forward_backward:9.2f}', flush=True)
+        best_forward = min(r[2] for r in results if not r[1])
+        best_forward_backward = min(r[3] for r in results if not r[1])
+        for name, fast, forward, forward_backward in results:
+            if fast:
+                print(f'  speed-up of {name} over the best dense path: forward '
+                      f'{best_forward / forward:.1f}x, fwd+bwd {best_forward_backward / forward_backward:.1f}x')
+
+
+if __name__ == '__main__':
+    main()
