@@ -28,21 +28,16 @@ def parse_args():
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch threads')
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--size', type=int, default=224, help='input height and width')
-    parser.add_argument('--repeats', type=int, default=3, help='timed iterations after one warm-up')
+    parser.add_argument('--repeats', type=int, default=5, help='timed rounds after one warm-up')
     return parser.parse_args()
 
 
-def time_forward_backward(model, images, repeats):
-    model.train()
-    times = []
-    for iteration in range(repeats + 1):
-        start = time.perf_counter()
-        model(images)[0].sum().backward()
-        elapsed = time.perf_counter() - start
-        model.zero_grad(set_to_none=True)
-        if iteration:  # the first iteration warms up allocators and caches
-            times.append(elapsed)
-    return statistics.median(times)
+def forward_backward_seconds(model, images):
+    start = time.perf_counter()
+    model(images)[0].sum().backward()
+    elapsed = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return elapsed
 
 
 def main():
@@ -50,12 +45,19 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, args.size, args.size)
+    models = {name: build().train() for name, build in VARIANTS.items()}
+    for model in models.values():  # warm-up: allocators, caches, one-time backend choices
+        forward_backward_seconds(model, images)
+    # Rounds visit every variant in turn, so load from other processes spreads over all of them.
+    times = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            times[name].append(forward_backward_seconds(model, images))
     print(f'forward + backward, batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, '
-          f'median of {args.repeats}')
-    baseline = None
-    for name, build in VARIANTS.items():
-        seconds = time_forward_backward(build(), images, args.repeats)
-        baseline = baseline or seconds
+          f'median of {args.repeats} interleaved rounds')
+    baseline = statistics.median(times['SLaK-T'])
+    for name, samples in times.items():
+        seconds = statistics.median(samples)
         print(f'{name:<30} {seconds:8.2f} s   x{seconds / baseline:.2f} of SLaK-T')
 
 
