@@ -88,11 +88,13 @@ def _check_inputs(x: Tensor, weight: Tensor, grid: Sequence[int], bias: Optional
     if weight.shape[0] != x.shape[1]:
         raise ValueError(f'weight has {weight.shape[0]} channels but x has {x.shape[1]}: weight must be '
                          f"(C, 1, k', k') with C = x.shape[1]")
-    if weight.dtype != x.dtype:
-        raise ValueError(f'weight dtype {weight.dtype} differs from x dtype {x.dtype}')
-    if bias is not None and (tuple(bias.shape) != (x.shape[1], ) or bias.dtype != x.dtype):
-        raise ValueError(f'bias must have shape ({x.shape[1]},) and dtype {x.dtype}, got '
-                         f'{tuple(bias.shape)} {bias.dtype}')
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise ValueError(f'weight must have the dtype and device of x ({x.dtype}, {x.device}), got '
+                         f'{weight.dtype}, {weight.device}')
+    if bias is not None and (tuple(bias.shape) != (x.shape[1], ) or bias.dtype != x.dtype
+                             or bias.device != x.device):
+        raise ValueError(f'bias must have shape ({x.shape[1]},) and the dtype and device of x, got '
+                         f'{tuple(bias.shape)} {bias.dtype} {bias.device}')
     return list(_check_grid(grid, cells))
 
 

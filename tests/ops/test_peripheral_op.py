@@ -1,5 +1,6 @@
 """mmslak.ops.peripheral_depthwise_conv2d against the dense convolution with the expanded kernel."""
 import random
+import warnings
 
 import pytest
 import torch
@@ -98,7 +99,7 @@ def test_bad_inputs_raise():
         peripheral_depthwise_conv2d(x, torch.randn(3, 1, 3, 3), [1, 1, 1])
     with pytest.raises(ValueError, match=r"\(C, 1, k', k'\)"):
         peripheral_depthwise_conv2d(x, torch.randn(2, 1, 3, 5), [1, 1, 1])
-    with pytest.raises(ValueError, match='dtype'):
+    with pytest.raises(ValueError, match='dtype and device'):
         peripheral_depthwise_conv2d(x, weight.double(), [1, 1, 1])
     with pytest.raises(ValueError, match='bias'):
         peripheral_depthwise_conv2d(x, weight, [1, 1, 1], torch.randn(3))
@@ -196,6 +197,18 @@ def test_only_weight_gradient_requested(backend):
     (grad_w, ) = torch.autograd.grad(peripheral_depthwise_conv2d(x, weight, [2, 1, 2]).sum(), weight)
     (expected, ) = torch.autograd.grad(dense_reference(x, weight, [2, 1, 2]).sum(), weight)
     assert_float32_close(grad_w, expected)
+
+
+def test_bfloat16_falls_back_to_torch():
+    """The C++ kernels take float32/float64; bfloat16 runs through the PyTorch implementation."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(1, 3, 9, 8), torch.randn(3, 1, 5, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # the one-time fallback notice
+        out = peripheral_depthwise_conv2d(x.bfloat16(), weight.bfloat16(), [2, 1, 1, 1, 2])
+    assert out.dtype == torch.bfloat16
+    expected = dense_reference(x.bfloat16().float(), weight.bfloat16().float(), [2, 1, 1, 1, 2])
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
 
 
 def test_custom_op_registration():
