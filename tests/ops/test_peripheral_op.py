@@ -199,6 +199,36 @@ def test_only_weight_gradient_requested(backend):
     assert_float32_close(grad_w, expected)
 
 
+@pytest.mark.parametrize('isa', ['avx512', 'avx2'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_cpp_instruction_sets(monkeypatch, isa, dtype):
+    """MMSLAK_CPU_ISA=avx2 runs the AVX2 build of the C++ kernels on an AVX-512 CPU."""
+    try:
+        PERIPHERAL_BACKENDS['cpp']()
+    except ImportError as error:
+        pytest.skip(f'cpp backend unavailable: {error}')
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'cpp')
+    monkeypatch.setenv('MMSLAK_CPU_ISA', isa)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 19, 21, dtype=dtype, requires_grad=True)
+    weight = torch.randn(3, 1, 11, 11, dtype=dtype, requires_grad=True)
+    try:
+        out = peripheral_depthwise_conv2d(x, weight, GRID_31)
+    except RuntimeError as error:
+        if 'does not support' in str(error):
+            pytest.skip(f'this CPU has no {isa}')
+        raise
+    grad_out = torch.randn_like(out)
+    ours = (out, *torch.autograd.grad(out, (x, weight), grad_out))
+    expected = dense_reference(x, weight, GRID_31)
+    dense = (expected, *torch.autograd.grad(expected, (x, weight), grad_out))
+    for actual, reference in zip(ours, dense):
+        if dtype == torch.float64:
+            torch.testing.assert_close(actual, reference)
+        else:
+            assert_float32_close(actual, reference)
+
+
 def test_bfloat16_falls_back_to_torch():
     """The C++ kernels take float32/float64; bfloat16 runs through the PyTorch implementation."""
     torch.manual_seed(0)

@@ -3,8 +3,9 @@
 // multiply-adds per pixel instead of K² (see mmslak/ops/peripheral.py for the algorithm).
 //
 // Layout: NCHW float32/float64, one (n, c) plane per task, vectorised along W with 64-byte GCC vector
-// types. The same source is compiled for AVX-512 and for the baseline ISA (target attributes) and the
-// AVX-512 version is picked at run time when the CPU has it, so the binary stays portable.
+// types. The same source is compiled for AVX-512, AVX2 and the baseline ISA (target attributes on
+// wrappers around always-inline templates, so no out-of-line code is built for a wider ISA than the
+// caller's) and the best one the CPU has is picked at run time: the binary stays portable.
 //
 // Registered with TORCH_LIBRARY_FRAGMENT(mmslak_ext, ...) (no PYBIND11_MODULE here: the depthwise
 // kernels own the module init of mmslak._ext):
@@ -16,11 +17,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #define MMSLAK_INLINE inline __attribute__((always_inline))
-#define MMSLAK_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
 
 namespace {
 
@@ -185,33 +187,42 @@ MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int
   for (int64_t i = 0; i < k * k; ++i) grad_w[i] = static_cast<T>(total[i]);
 }
 
-template <typename T>
-MMSLAK_AVX512 void forward_plane_avx512(const T* x, const T* w, T bias, const CellGrid& g, int64_t H,
-                                        int64_t W, T* y) {
-  forward_plane<T>(x, w, bias, g, H, W, y);
-}
+// The kernels compiled for each instruction set; GCC lowers the 64-byte vectors to what the target has.
+#define MMSLAK_PERIPHERAL_ISA(isa, attributes)                                                          \
+  template <typename T>                                                                              \
+  attributes void forward_plane_##isa(const T* x, const T* w, T bias, const CellGrid& g, int64_t H,   \
+                                      int64_t W, T* y) {                                             \
+    forward_plane<T>(x, w, bias, g, H, W, y);                                                        \
+  }                                                                                                  \
+  template <typename T>                                                                              \
+  attributes void grad_weight_channel_##isa(const T* x, const T* grad, int64_t N, int64_t plane_stride, \
+                                            const CellGrid& g, int64_t H, int64_t W, T* grad_w) {    \
+    grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);                               \
+  }
 
-template <typename T>
-void forward_plane_baseline(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W, T* y) {
-  forward_plane<T>(x, w, bias, g, H, W, y);
-}
+MMSLAK_PERIPHERAL_ISA(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"))))
+MMSLAK_PERIPHERAL_ISA(avx2, __attribute__((target("avx2,fma"))))
+MMSLAK_PERIPHERAL_ISA(baseline, )
 
-template <typename T>
-MMSLAK_AVX512 void grad_weight_channel_avx512(const T* x, const T* grad, int64_t N, int64_t plane_stride,
-                                              const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
-  grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);
-}
+enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-template <typename T>
-void grad_weight_channel_baseline(const T* x, const T* grad, int64_t N, int64_t plane_stride,
-                                  const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
-  grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);
-}
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512dq");
-  return has;
+// The best instruction set of this CPU, or the one MMSLAK_CPU_ISA=avx2|avx512 asks for (to test the
+// AVX2 kernels on an AVX-512 machine; it cannot ask for more than the CPU has). Read at every call,
+// like the depthwise kernels do.
+Isa kernel_isa() {
+  static const Isa best = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512dq"))
+                              ? Isa::kAvx512
+                              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? Isa::kAvx2
+                                                                                                  : Isa::kBaseline;
+  const char* requested = std::getenv("MMSLAK_CPU_ISA");
+  if (requested == nullptr || *requested == '\0') return best;
+  const std::string name(requested);
+  TORCH_CHECK(name == "avx2" || name == "avx512", "MMSLAK_CPU_ISA must be avx2 or avx512 (or unset), got '",
+              name, "'");
+  const Isa wanted = name == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
+  TORCH_CHECK(wanted <= best, "MMSLAK_CPU_ISA=", name, " but this CPU does not support it");
+  return wanted;
 }
 
 void check_input(const at::Tensor& x, const char* name) {
@@ -233,7 +244,7 @@ at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_i
   const at::Tensor bias = bias_in.has_value() ? bias_in->to(x.scalar_type()).contiguous()
                                               : at::zeros({C}, x.options());
   at::Tensor y = at::empty_like(x);
-  const bool avx512 = cpu_has_avx512();
+  const Isa isa = kernel_isa();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_forward", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
     const scalar_t* wd = weight.data_ptr<scalar_t>();
@@ -243,10 +254,14 @@ at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_i
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = plane % C;
         const scalar_t* wc = wd + c * g.cells * g.cells;
-        if (avx512)
-          forward_plane_avx512<scalar_t>(xd + plane * H * W, wc, bd[c], g, H, W, yd + plane * H * W);
+        const scalar_t* xp = xd + plane * H * W;
+        scalar_t* yp = yd + plane * H * W;
+        if (isa == Isa::kAvx512)
+          forward_plane_avx512<scalar_t>(xp, wc, bd[c], g, H, W, yp);
+        else if (isa == Isa::kAvx2)
+          forward_plane_avx2<scalar_t>(xp, wc, bd[c], g, H, W, yp);
         else
-          forward_plane_baseline<scalar_t>(xd + plane * H * W, wc, bd[c], g, H, W, yd + plane * H * W);
+          forward_plane_baseline<scalar_t>(xp, wc, bd[c], g, H, W, yp);
       }
     });
   });
@@ -263,7 +278,7 @@ at::Tensor peripheral_grad_weight(const at::Tensor& grad_in, const at::Tensor& x
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor grad_w = at::zeros({C, 1, g.cells, g.cells}, x.options());
   if (N == 0 || H == 0 || W == 0) return grad_w;
-  const bool avx512 = cpu_has_avx512();
+  const Isa isa = kernel_isa();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_grad_weight", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
     const scalar_t* gd = grad.data_ptr<scalar_t>();
@@ -272,8 +287,10 @@ at::Tensor peripheral_grad_weight(const at::Tensor& grad_in, const at::Tensor& x
       for (int64_t c = begin; c < end; ++c) {
         const int64_t start = c * H * W, stride = C * H * W;
         scalar_t* gw = out + c * g.cells * g.cells;
-        if (avx512)
+        if (isa == Isa::kAvx512)
           grad_weight_channel_avx512<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
+        else if (isa == Isa::kAvx2)
+          grad_weight_channel_avx2<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
         else
           grad_weight_channel_baseline<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
       }
