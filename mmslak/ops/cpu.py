@@ -1,12 +1,12 @@
 """C++ CPU backend of the depthwise 'same' convolutions (``mmslak._ext``, sources in ``csrc/``).
 
 The kernels take float32 and float64 tensors in any layout (contiguous and channels_last are the fast
-ones), need a CPU with AVX2 and FMA (AVX-512 is used when present), and run with OpenMP over
-(image, 16-channel block) tasks. Each task copies its channel planes into L2-resident, zero-padded,
-column-shifted buffers so that every vector load in the inner loops is aligned; kernels whose long side
-runs along W are computed on the transposed plane, so the short side always runs along the vectors.
-One call handles one to three kernels and sums their outputs: the decomposed SLaK conv is one pass
-over x in forward and one pass over (grad_out, x) in backward.
+ones) and need a CPU with AVX2 and FMA (AVX-512 is used when present; ``MMSLAK_CPU_ISA=avx2`` forces
+the AVX2 kernels, for tests). They run with OpenMP over (image, block of 16 channels) tasks on a
+channel-blocked copy of the block (one vector = the 16 channels of one pixel), so every map size uses
+full vectors and every load is aligned; see ``csrc/depthwise_kernels.h`` for the tiling. One call
+handles one to three kernels and sums their outputs: the decomposed SLaK conv is one pass over x in
+forward and one pass over (grad_out, x) in backward.
 """
 from typing import Optional, Tuple
 
