@@ -106,7 +106,7 @@ def snip_density(scores, density):
     all_scores = torch.cat([score.flatten() for score in scores.values()])
     num_keep = max(1, int(all_scores.numel() * density))
     threshold = torch.topk(all_scores, num_keep, sorted=True).values[-1]
-    above = {name: int((score > threshold).sum()) for name, score in scores.items()}
-    ties = {name: int((score == threshold).sum()) for name, score in scores.items()}
+    above = {name: int((score > threshold).count_nonzero()) for name, score in scores.items()}
+    ties = {name: int((score == threshold).count_nonzero()) for name, score in scores.items()}
     tie_share = (num_keep - sum(above.values())) / sum(ties.values())
     return {name: (above[name] + tie_share * ties[name]) / score.numel() for name, score in scores.items()}

@@ -114,7 +114,7 @@ class MaskedWeightsHook(Hook):
 
     def density_summary(self):
         """One line: masked layers, active and total weights, overall density."""
-        active = sum(int(mask.sum()) for mask in self.masks.values())
+        active = sum(int(mask.count_nonzero()) for mask in self.masks.values())
         total = sum(mask.numel() for mask in self.masks.values())
         return f'{len(self.masks)} masked weights, {active}/{total} active (density {active / max(total, 1):.4f})'
 

@@ -148,7 +148,7 @@ class SparseTrainingHook(MaskedWeightsHook):
         replaced = 0
         for name, mask in self.masks.items():
             param = self.sparse_params[name]
-            num_replace = math.ceil(rate * int(mask.sum()))
+            num_replace = math.ceil(rate * int(mask.count_nonzero()))
             if num_replace == 0 or mask.all():
                 continue
             pruned = prune_by_magnitude(mask, param, num_replace)
