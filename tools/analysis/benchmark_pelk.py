@@ -1,4 +1,4 @@
-"""PeLK-T against SLaK-T: forward + backward time of the backbone on this machine.
+"""PeLK-T against SLaK-T: training-step and inference time of the backbone on this machine.
 
 Prints median times and the ratio to SLaK-T measured in the same run (timings on a shared machine
 are noisy; only ratios within one run are meaningful):
@@ -6,7 +6,8 @@ are noisy; only ratios within one run are meaningful):
     python tools/analysis/benchmark_pelk.py --threads 2 --batch 2 --size 224
 
 Variants: PeLK-T with the default ``'kernel'`` embedding (dense K x K kernels), and with
-``pos_embed=None`` (piecewise-constant kernels, the fast peripheral path).
+``pos_embed=None`` (piecewise-constant kernels, the fast peripheral path). Inference is timed after
+``switch_to_deploy()`` (the paper's throughput comparison is of inference).
 """
 import argparse
 import statistics
@@ -32,12 +33,29 @@ def parse_args():
     return parser.parse_args()
 
 
-def forward_backward_seconds(model, images):
+def seconds(step):
     start = time.perf_counter()
-    model(images)[0].sum().backward()
-    elapsed = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
-    return elapsed
+    step()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(steps, repeats):
+    """Median time of every step; rounds visit every step in turn, so load from other processes
+    spreads over all of them. One warm-up call each (allocators, caches, backend choices)."""
+    for step in steps.values():
+        step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(seconds(step))
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def report(title, medians):
+    print(title)
+    baseline = medians['SLaK-T']
+    for name, median in medians.items():
+        print(f'  {name:<30} {median:8.3f} s   x{median / baseline:.2f} of SLaK-T')
 
 
 def main():
@@ -46,19 +64,28 @@ def main():
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, args.size, args.size)
     models = {name: build().train() for name, build in VARIANTS.items()}
-    for model in models.values():  # warm-up: allocators, caches, one-time backend choices
-        forward_backward_seconds(model, images)
-    # Rounds visit every variant in turn, so load from other processes spreads over all of them.
-    times = {name: [] for name in models}
-    for _ in range(args.repeats):
-        for name, model in models.items():
-            times[name].append(forward_backward_seconds(model, images))
-    print(f'forward + backward, batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, '
-          f'median of {args.repeats} interleaved rounds')
-    baseline = statistics.median(times['SLaK-T'])
-    for name, samples in times.items():
-        seconds = statistics.median(samples)
-        print(f'{name:<30} {seconds:8.2f} s   x{seconds / baseline:.2f} of SLaK-T')
+    setting = (f'batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, median of '
+               f'{args.repeats} interleaved rounds')
+
+    def train_step(model):
+        def step():
+            model(images)[0].sum().backward()
+            model.zero_grad(set_to_none=True)
+        return step
+
+    report(f'forward + backward (train mode), {setting}',
+           interleaved_medians({name: train_step(model) for name, model in models.items()}, args.repeats))
+
+    def inference_step(model):
+        @torch.no_grad()
+        def step():
+            model(images)
+        return step
+
+    for model in models.values():
+        model.eval().switch_to_deploy()
+    report(f'forward after switch_to_deploy (eval, no grad), {setting}',
+           interleaved_medians({name: inference_step(model) for name, model in models.items()}, args.repeats))
 
 
 if __name__ == '__main__':

@@ -46,11 +46,11 @@ class PeLK(LargeKernelConvNeXt):
         width_factor (float): width multiplier. Defaults to 1.3 (T and S: 124, 249, 499, 998).
         deploy (bool): build the fused inference form of :meth:`switch_to_deploy` (to load deployed
             checkpoints). Defaults to False.
+        init_cfg (dict | list[dict], optional): SLaK's by default (truncated normal, std 0.02, for every
+            conv and Linear weight), applied to the peripheral parameter kernels too.
         **kwargs: the options of :class:`LargeKernelConvNeXt` (``drop_path_rate``,
             ``layer_scale_init_value``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-            ``gap_before_final_norm``, ``channels_last``, ``init_cfg``, ...). The default ``init_cfg``
-            is SLaK's (truncated normal, std 0.02, for every conv and Linear weight), applied to the
-            peripheral parameter kernels too.
+            ``gap_before_final_norm``, ``channels_last``, ...).
 
     Example:
         >>> from mmslak.models import PeLK
