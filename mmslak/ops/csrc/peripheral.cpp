@@ -72,64 +72,103 @@ struct CellGrid {
   }
 };
 
-// R[a][0, W) = Σ over the rows of cell a (relative to output row p) of the plane x; false if empty.
-template <typename T>
-MMSLAK_INLINE bool row_box(const T* x, int64_t H, int64_t W, const CellGrid& g, int64_t a, int64_t p,
-                           T* __restrict out) {
-  int64_t lo, hi;
-  g.rows(a, p, H, lo, hi);
-  if (lo >= hi) {
-    std::fill(out, out + W, T(0));
-    return false;
+constexpr int kGroup = 4;  // vector blocks along W per step: independent accumulators for the FMA pipes
+
+// out[q] = Σ_{r in [lo, hi)} src[r * stride + q] for q in [q0, q0 + NQ * lanes): the rows of a cell
+// (stride = row length) or the columns of a cell in a zero-padded row (stride = 1). Two accumulator
+// sets halve the dependency chain of long cells.
+template <typename T, int NQ>
+MMSLAK_INLINE void sum_shifted(int64_t q0, const T* src, int64_t stride, int64_t lo, int64_t hi, T* out) {
+  using S = Simd<T>;
+  using V = typename S::Vec;
+  constexpr int64_t L = S::lanes;
+  V even[NQ] = {}, odd[NQ] = {};
+  int64_t r = lo;
+  for (; r + 1 < hi; r += 2) {
+    for (int j = 0; j < NQ; ++j) {
+      even[j] += S::load(src + r * stride + q0 + j * L);
+      odd[j] += S::load(src + (r + 1) * stride + q0 + j * L);
+    }
   }
-  std::copy(x + lo * W, x + (lo + 1) * W, out);
-  for (int64_t r = lo + 1; r < hi; ++r) {
-    const T* __restrict row = x + r * W;
-    for (int64_t q = 0; q < W; ++q) out[q] += row[q];
-  }
-  return true;
+  if (r < hi)
+    for (int j = 0; j < NQ; ++j) even[j] += S::load(src + r * stride + q0 + j * L);
+  for (int j = 0; j < NQ; ++j) S::store(out + q0 + j * L, even[j] + odd[j]);
 }
 
-// One (n, c) plane: y = bias + Σ_b colbox_b(Σ_a w[a, b] rowbox_a(x)).
+// mixed[b0 + i][q] = Σ_a w[a][b0 + i] · boxes[a][q] for i < kBlock: kBlock × NQ accumulators.
+template <typename T, int NQ>
+MMSLAK_INLINE void mix_cells(int64_t q0, const T* boxes, int64_t box_stride, const char* active, int64_t cells,
+                             const T* wpad, int64_t wpad_stride, int64_t b0, T* mixed, int64_t mixed_stride) {
+  using S = Simd<T>;
+  using V = typename S::Vec;
+  constexpr int64_t L = S::lanes;
+  V acc[kBlock][NQ] = {};
+  for (int64_t a = 0; a < cells; ++a) {
+    if (!active[a]) continue;
+    V r[NQ];
+    for (int j = 0; j < NQ; ++j) r[j] = S::load(boxes + a * box_stride + q0 + j * L);
+    const T* wa = wpad + a * wpad_stride + b0;
+    for (int i = 0; i < kBlock; ++i) {
+      const V wv = S::splat(wa[i]);
+      for (int j = 0; j < NQ; ++j) acc[i][j] += r[j] * wv;
+    }
+  }
+  for (int i = 0; i < kBlock; ++i)
+    for (int j = 0; j < NQ; ++j) S::store(mixed + (b0 + i) * mixed_stride + q0 + j * L, acc[i][j]);
+}
+
+// Runs STEP<T, NQ>(q0, ...) over groups of up to kGroup vector blocks covering [0, Wv).
+#define MMSLAK_VECTOR_GROUPS(Wv, L, STEP, ...)                       \
+  for (int64_t q0 = 0; q0 < (Wv); q0 += kGroup * (L)) {              \
+    switch (std::min<int64_t>(kGroup, ((Wv) - q0) / (L))) {          \
+      case 4: STEP<T, 4>(q0, __VA_ARGS__); break;                    \
+      case 3: STEP<T, 3>(q0, __VA_ARGS__); break;                    \
+      case 2: STEP<T, 2>(q0, __VA_ARGS__); break;                    \
+      default: STEP<T, 1>(q0, __VA_ARGS__); break;                   \
+    }                                                                \
+  }
+
+// Copies an H×W plane into rows of Wv (whose tail lanes stay zero), so every vector load is in bounds.
+template <typename T>
+MMSLAK_INLINE void copy_plane(const T* src, int64_t H, int64_t W, int64_t Wv, T* dst) {
+  for (int64_t p = 0; p < H; ++p) std::copy(src + p * W, src + (p + 1) * W, dst + p * Wv);
+}
+
+// One (n, c) plane: y = bias + Σ_b colbox_b(Σ_a w[a, b] rowbox_a(x)), row by row.
 template <typename T>
 MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W,
                                  T* y) {
-  using S = Simd<T>;
-  using V = typename S::Vec;
-  const int64_t L = S::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
+  const int64_t L = Simd<T>::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
   const int64_t kp = round_up(k, kBlock);
-  // Row boxes (tail lanes stay zero), mixed rows T_b zero padded by K//2 on both sides, weights padded
-  // to whole blocks of columns with zeros.
-  std::vector<T> boxes(k * Wv, T(0)), mixed(kp * ld, T(0)), row(Wv), wpad(k * kp, T(0));
+  // The plane with zero tail lanes; row boxes; mixed rows T_b zero padded by K//2 on both sides;
+  // weights padded to whole blocks of columns with zeros.
+  std::vector<T> plane(H * Wv, T(0)), boxes(k * Wv), mixed(kp * ld, T(0)), row(Wv), wpad(k * kp, T(0));
   std::vector<char> active(k);
+  copy_plane(x, H, W, Wv, plane.data());
   for (int64_t a = 0; a < k; ++a) std::copy(w + a * k, w + (a + 1) * k, wpad.data() + a * kp);
   for (int64_t p = 0; p < H; ++p) {
-    for (int64_t a = 0; a < k; ++a) active[a] = row_box(x, H, W, g, a, p, boxes.data() + a * Wv);
-    for (int64_t qb = 0; qb < Wv; qb += L) {
-      for (int64_t b = 0; b < k; b += kBlock) {
-        V acc[kBlock] = {};
-        for (int64_t a = 0; a < k; ++a) {
-          if (!active[a]) continue;
-          const V r = S::load(boxes.data() + a * Wv + qb);
-          const T* wa = wpad.data() + a * kp + b;
-          for (int64_t i = 0; i < kBlock; ++i) acc[i] += r * S::splat(wa[i]);
-        }
-        for (int64_t i = 0; i < kBlock; ++i) S::store(mixed.data() + (b + i) * ld + g.half + qb, acc[i]);
-      }
+    for (int64_t a = 0; a < k; ++a) {
+      int64_t lo, hi;
+      g.rows(a, p, H, lo, hi);
+      active[a] = lo < hi;
+      if (active[a]) MMSLAK_VECTOR_GROUPS(Wv, L, sum_shifted, plane.data(), Wv, lo, hi, boxes.data() + a * Wv)
     }
-    for (int64_t qb = 0; qb < Wv; qb += L) {
-      V acc = S::splat(bias);
-      for (int64_t b = 0; b < k; ++b) {
-        const int64_t first = qb + g.offset[b];  // first padded column read for this block
-        if (first > g.half + W - 1 || first + g.width[b] + L - 2 < g.half) continue;  // all padding
-        const T* src = mixed.data() + b * ld + first;
-        for (int64_t j = 0; j < g.width[b]; ++j) acc += S::load(src + j);
-      }
-      S::store(row.data() + qb, acc);
+    for (int64_t b0 = 0; b0 < k; b0 += kBlock)
+      MMSLAK_VECTOR_GROUPS(Wv, L, mix_cells, boxes.data(), Wv, active.data(), k, wpad.data(), kp, b0,
+                           mixed.data() + g.half, ld)
+    std::fill(row.begin(), row.end(), bias);
+    for (int64_t b = 0; b < k; ++b) {
+      // Columns [offset, offset + width) of the padded mixed row, shifted by q; skip pure padding.
+      const int64_t first = g.offset[b];
+      if (first > g.half + W - 1 || first + g.width[b] + W - 2 < g.half) continue;
+      MMSLAK_VECTOR_GROUPS(Wv, L, sum_shifted, mixed.data() + b * ld + first, 1, 0, g.width[b],
+                           boxes.data())
+      for (int64_t q = 0; q < W; ++q) row[q] += boxes[q];
     }
     std::copy(row.data(), row.data() + W, y + p * W);
   }
 }
+
 
 // Channel c: grad_w[a, b] = Σ_{n, p, q} rowbox_a(x)[p, q] · colbox'_b(g)[p, q], where colbox'_b is the
 // column box of the reversed cell (the adjoint of the column box of cell b).
@@ -140,47 +179,52 @@ MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int
   using V = typename S::Vec;
   const int64_t L = S::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
   const int64_t kp = round_up(k, kBlock), rows_size = H * Wv;
-  std::vector<T> row_boxes(kp * rows_size, T(0)), col_boxes(kp * rows_size, T(0)), padded(ld, T(0));
+  // Boxes of cells beyond k' stay zero; the gradient rows are zero padded by K//2 on both sides.
+  std::vector<T> plane(H * Wv, T(0)), grad_rows(H * ld, T(0));
+  std::vector<T> row_boxes(kp * rows_size, T(0)), col_boxes(kp * rows_size, T(0));
   std::vector<double> total(k * k, 0.0);
+  // Cells that see the image for some output row (column): the others have all-zero boxes.
   std::vector<char> row_active(kp, 0), col_active(kp, 0);
-  for (int64_t n = 0; n < N; ++n) {
-    const T* xp = x + n * plane_stride;
-    const T* gp = grad + n * plane_stride;
-    std::fill(row_active.begin(), row_active.end(), 0);
-    std::fill(col_active.begin(), col_active.end(), 0);
+  for (int64_t a = 0; a < k; ++a) {
+    int64_t lo, hi;
     for (int64_t p = 0; p < H; ++p) {
-      for (int64_t a = 0; a < k; ++a)
-        row_active[a] |= row_box(xp, H, W, g, a, p, row_boxes.data() + a * rows_size + p * Wv);
-      std::copy(gp + p * W, gp + (p + 1) * W, padded.data() + g.half);
-      for (int64_t b = 0; b < k; ++b) {
-        const int64_t first = g.reversed_offset[b];
-        col_active[b] |= first <= g.half + W - 1 && first + W + g.width[b] - 2 >= g.half;
-        for (int64_t qb = 0; qb < Wv; qb += L) {
-          V acc = {};
-          const T* src = padded.data() + qb + first;
-          for (int64_t j = 0; j < g.width[b]; ++j) acc += S::load(src + j);
-          S::store(col_boxes.data() + b * rows_size + p * Wv + qb, acc);
-        }
-      }
+      g.rows(a, p, H, lo, hi);
+      row_active[a] |= lo < hi;
     }
-    // 4×4 register blocks of (a, b); lanes of x beyond W hold zero row boxes, so they add nothing.
+    const int64_t first = g.reversed_offset[a];
+    col_active[a] = first <= g.half + W - 1 && first + W + g.width[a] - 2 >= g.half;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    copy_plane(x + n * plane_stride, H, W, Wv, plane.data());
+    copy_plane(grad + n * plane_stride, H, W, ld, grad_rows.data() + g.half);
+    for (int64_t p = 0; p < H; ++p) {
+      for (int64_t a = 0; a < k; ++a) {
+        int64_t lo, hi;
+        g.rows(a, p, H, lo, hi);
+        if (row_active[a])
+          MMSLAK_VECTOR_GROUPS(Wv, L, sum_shifted, plane.data(), Wv, lo, hi,
+                               row_boxes.data() + a * rows_size + p * Wv)
+      }
+      for (int64_t b = 0; b < k; ++b)
+        if (col_active[b])
+          MMSLAK_VECTOR_GROUPS(Wv, L, sum_shifted, grad_rows.data() + p * ld + g.reversed_offset[b], 1, 0,
+                               g.width[b], col_boxes.data() + b * rows_size + p * Wv)
+    }
+    // 4×4 register blocks of (a, b); lanes beyond W hold zero row boxes, so they add nothing.
     for (int64_t a0 = 0; a0 < kp; a0 += kBlock) {
       if (!(row_active[a0] | row_active[a0 + 1] | row_active[a0 + 2] | row_active[a0 + 3])) continue;
       for (int64_t b0 = 0; b0 < kp; b0 += kBlock) {
         if (!(col_active[b0] | col_active[b0 + 1] | col_active[b0 + 2] | col_active[b0 + 3])) continue;
         V acc[kBlock][kBlock] = {};
-        for (int64_t p = 0; p < H; ++p) {
-          for (int64_t qb = 0; qb < Wv; qb += L) {
-            const int64_t at = p * Wv + qb;
-            V r[kBlock], c[kBlock];
-            for (int64_t i = 0; i < kBlock; ++i) r[i] = S::load(row_boxes.data() + (a0 + i) * rows_size + at);
-            for (int64_t j = 0; j < kBlock; ++j) c[j] = S::load(col_boxes.data() + (b0 + j) * rows_size + at);
-            for (int64_t i = 0; i < kBlock; ++i)
-              for (int64_t j = 0; j < kBlock; ++j) acc[i][j] += r[i] * c[j];
-          }
+        for (int64_t at = 0; at < rows_size; at += L) {
+          V r[kBlock], c[kBlock];
+          for (int i = 0; i < kBlock; ++i) r[i] = S::load(row_boxes.data() + (a0 + i) * rows_size + at);
+          for (int j = 0; j < kBlock; ++j) c[j] = S::load(col_boxes.data() + (b0 + j) * rows_size + at);
+          for (int i = 0; i < kBlock; ++i)
+            for (int j = 0; j < kBlock; ++j) acc[i][j] += r[i] * c[j];
         }
-        for (int64_t i = 0; i < kBlock && a0 + i < k; ++i)
-          for (int64_t j = 0; j < kBlock && b0 + j < k; ++j) total[(a0 + i) * k + b0 + j] += S::sum(acc[i][j]);
+        for (int i = 0; i < kBlock && a0 + i < k; ++i)
+          for (int j = 0; j < kBlock && b0 + j < k; ++j) total[(a0 + i) * k + b0 + j] += S::sum(acc[i][j]);
       }
     }
   }
