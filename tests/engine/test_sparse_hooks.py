@@ -131,7 +131,7 @@ ADAMW = dict(type='AdamW', lr=0.01, weight_decay=0.05)
 
 def train(tmp_path, hook, max_iters, optimizer=SGD, accumulative_counts=1, optim_wrapper='OptimWrapper',
           checkpoint_interval=1000, resume=False, load_from=None, work_dir=None, model=ToyClassifier,
-          image_size=12, extra_hooks=(), **runner_kwargs):
+          image_size=12, extra_hooks=(), randomness=dict(seed=0), **runner_kwargs):
     torch.manual_seed(0)
     recorder = Recorder()
     run_id = next(_run_ids)
@@ -139,16 +139,18 @@ def train(tmp_path, hook, max_iters, optimizer=SGD, accumulative_counts=1, optim
         model=model(),
         work_dir=str(work_dir or tmp_path / f'run{run_id}'),
         experiment_name=f'sparse_test_{run_id}',
-        train_dataloader=dict(dataset=ToyDataset(image_size=image_size), sampler=dict(type='DefaultSampler', shuffle=False),
-                              batch_size=4, num_workers=0, collate_fn=dict(type='default_collate')),
+        train_dataloader=dict(dataset=ToyDataset(image_size=image_size),
+                              sampler=dict(type='DefaultSampler', shuffle=False), batch_size=4, num_workers=0,
+                              collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(type=optim_wrapper, optimizer=optimizer, accumulative_counts=accumulative_counts),
         custom_hooks=[*extra_hooks, hook, recorder],
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval, by_epoch=False)),
         resume=resume,
         load_from=load_from,
+        randomness=randomness,
         log_level='WARNING',
-        **{'randomness': dict(seed=0), **runner_kwargs})
+        **runner_kwargs)
     runner.train()
     return runner, recorder
 
