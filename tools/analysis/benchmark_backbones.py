@@ -15,6 +15,7 @@ backend choice, before and after :meth:`~mmslak.models.SLaK.switch_to_deploy`. E
 because on a shared machine only such ratios are comparable between runs.
 """
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -41,38 +42,40 @@ def forced_backend(name):
             os.environ[BACKEND_ENV_VAR] = previous
 
 
-def median_time(step, repeat, warmup):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def forward_time(model, size, repeat, warmup):
-    model.eval()
+def forward_step(model, size):
     x = torch.rand(1, 3, size, size)
 
     def step():
+        model.eval()
         with torch.no_grad():
             model(x)
 
-    return median_time(step, repeat, warmup)
+    return step
 
 
-def train_step_time(model, size, repeat, warmup):
-    model.train()
+def train_step(model, size):
     x = torch.rand(2, 3, size, size)
 
     def step():
+        model.train()
         model.zero_grad(set_to_none=True)
-        outs = model(x)
-        sum(out.mean() for out in outs).backward()
+        sum(out.mean() for out in model(x)).backward()
 
-    return median_time(step, repeat, warmup)
+    return step
+
+
+def interleaved_medians(cases, repeat, warmup):
+    """Median seconds of every case; rounds run every case once, so load changes hit all alike."""
+    times = {key: [] for key in cases}
+    for round_index in range(warmup + repeat):
+        for key, (backend, step) in cases.items():
+            with forced_backend(backend):
+                start = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                times[key].append(elapsed)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main(argv=None):
@@ -91,25 +94,25 @@ def main(argv=None):
     from mmslak.models import SLaK
     convnext = ConvNeXt(arch=args.arch)
     slak = SLaK(arch=args.arch)
-    measure = dict(repeat=args.repeat, warmup=args.warmup)
-    rows = [('ConvNeXt', 'forward b1', forward_time(convnext, args.size, **measure)),
-            ('ConvNeXt', 'train step b2', train_step_time(convnext, args.size, **measure))]
-    with forced_backend('torch'):
-        rows += [('SLaK, torch backend', 'forward b1', forward_time(slak, args.size, **measure)),
-                 ('SLaK, torch backend', 'train step b2', train_step_time(slak, args.size, **measure))]
-    with forced_backend(None):
-        rows += [('SLaK', 'forward b1', forward_time(slak, args.size, **measure)),
-                 ('SLaK', 'train step b2', train_step_time(slak, args.size, **measure))]
-        slak.eval().switch_to_deploy()
-        rows.append(('SLaK, deploy', 'forward b1', forward_time(slak, args.size, **measure)))
+    deployed = copy.deepcopy(slak).eval().switch_to_deploy()
+    size = args.size
+    cases = {
+        ('ConvNeXt', 'forward b1'): (None, forward_step(convnext, size)),
+        ('ConvNeXt', 'train step b2'): (None, train_step(convnext, size)),
+        ('SLaK, torch backend', 'forward b1'): ('torch', forward_step(slak, size)),
+        ('SLaK, torch backend', 'train step b2'): ('torch', train_step(slak, size)),
+        ('SLaK', 'forward b1'): (None, forward_step(slak, size)),
+        ('SLaK', 'train step b2'): (None, train_step(slak, size)),
+        ('SLaK, deploy', 'forward b1'): (None, forward_step(deployed, size)),
+    }
+    medians = interleaved_medians(cases, args.repeat, args.warmup)
 
-    baseline = {task: seconds for name, task, seconds in rows if name == 'ConvNeXt'}
-    print(f'arch {args.arch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, '
-          f'median of {args.repeat} runs')
+    print(f'arch {args.arch}, {size}x{size}, {torch.get_num_threads()} threads, median of {args.repeat} '
+          'interleaved runs')
     print(f'{"model":22}{"task":16}{"ms":>10}{"x ConvNeXt":>12}')
-    for name, task, seconds in rows:
-        print(f'{name:22}{task:16}{seconds * 1e3:10.1f}{seconds / baseline[task]:12.2f}')
-    return rows
+    for (name, task), seconds in medians.items():
+        print(f'{name:22}{task:16}{seconds * 1e3:10.1f}{seconds / medians[("ConvNeXt", task)]:12.2f}')
+    return medians
 
 
 if __name__ == '__main__':

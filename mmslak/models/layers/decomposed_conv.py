@@ -152,7 +152,11 @@ class DecomposedLargeKernelConv(nn.Module):
 
     def forward(self, x):
         if not self.deploy and any(branch.uses_batch_statistics for branch in self._branches()):
-            return sum(branch(x) for branch in self._branches())
+            first, *others = self._branches()
+            out = first(x)
+            for branch in others:
+                out += branch(x)
+            return out
         if self.decompose:
             long_weight, wide_weight, bias = self.merged_kernels()
             return decomposed_depthwise_conv2d(x, long_weight, wide_weight, None, bias)
