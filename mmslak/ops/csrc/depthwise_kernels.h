@@ -428,6 +428,8 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
   const int64_t staged_size = (g.h + 2 * tiling.pad_r) * (g.w + 2 * tiling.pad_c) * L;
   const int64_t tasks = g.n * blocks;
   bool failed = false;
+  // One parallel region for the blocks and the sum over images: on a busy machine every region
+  // costs a wait for all threads to be scheduled.
 #pragma omp parallel if (tasks > 1)
   {
     Buffer<T> staged_grad(staged_size), staged_x(need_weight ? staged_size : 0),
@@ -459,22 +461,22 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
                           partial[k] + (n * blocks + b) * taps * L);
       }
     }
-  }
-  if (failed || !need_weight) return !failed;
-  for (int k = 0; k < kernels.count; ++k) {
-    const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < g.c; ++c) {
-      const int64_t b = c / L, l = c % L;
-      T* dst = grad_weight[k] + c * taps;
-      for (int64_t t = 0; t < taps; ++t) {
-        T sum = T(0);
-        for (int64_t n = 0; n < g.n; ++n) sum += partial[k][((n * blocks + b) * taps + t) * L + l];
-        dst[t] = sum;
+    if (need_weight)
+      for (int k = 0; k < kernels.count; ++k) {
+        const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t b = c / L, l = c % L;
+          T* dst = grad_weight[k] + c * taps;
+          for (int64_t t = 0; t < taps; ++t) {
+            T sum = T(0);
+            for (int64_t n = 0; n < g.n; ++n) sum += partial[k][((n * blocks + b) * taps + t) * L + l];
+            dst[t] = sum;
+          }
+        }
       }
-    }
   }
-  return true;
+  return !failed;
 }
 
 template bool forward<float>(const Geometry&, const float*, Strides, float*, Strides, const float*,
