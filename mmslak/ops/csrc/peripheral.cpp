@@ -97,7 +97,8 @@ MMSLAK_INLINE void sum_shifted(int64_t q0, const T* src, int64_t stride, int64_t
 
 // mixed[b0 + i][q] = Σ_a w[a][b0 + i] · boxes[a][q] for i < kBlock: kBlock × NQ accumulators.
 template <typename T, int NQ>
-MMSLAK_INLINE void mix_cells(int64_t q0, const T* boxes, int64_t box_stride, const char* active, int64_t cells,
+MMSLAK_INLINE void mix_cells(int64_t q0, const T* boxes, int64_t box_stride, const char* active,
+                             int64_t cells,
                              const T* wpad, int64_t wpad_stride, int64_t b0, T* mixed, int64_t mixed_stride) {
   using S = Simd<T>;
   using V = typename S::Vec;
@@ -244,7 +245,8 @@ MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int
     grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);                               \
   }
 
-MMSLAK_PERIPHERAL_ISA(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"))))
+#define MMSLAK_TARGET_AVX512 "avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"
+MMSLAK_PERIPHERAL_ISA(avx512, __attribute__((target(MMSLAK_TARGET_AVX512))))
 MMSLAK_PERIPHERAL_ISA(avx2, __attribute__((target("avx2,fma"))))
 MMSLAK_PERIPHERAL_ISA(baseline, )
 
@@ -254,11 +256,12 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 // AVX2 kernels on an AVX-512 machine; it cannot ask for more than the CPU has). Read at every call,
 // like the depthwise kernels do.
 Isa kernel_isa() {
-  static const Isa best = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                           __builtin_cpu_supports("avx512dq"))
-                              ? Isa::kAvx512
-                              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? Isa::kAvx2
-                                                                                                  : Isa::kBaseline;
+  static const Isa best = [] {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+      return Isa::kAvx512;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2 : Isa::kBaseline;
+  }();
   const char* requested = std::getenv("MMSLAK_CPU_ISA");
   if (requested == nullptr || *requested == '\0') return best;
   const std::string name(requested);
@@ -276,6 +279,43 @@ void check_input(const at::Tensor& x, const char* name) {
               " must be float32 or float64, got ", x.scalar_type());
 }
 
+// Every (n, c) plane of the forward. Dynamic scheduling: on a busy machine, the threads that run keep
+// taking planes while a preempted one holds a single plane.
+template <typename T>
+void forward_planes(const T* x, const T* w, const T* bias, const CellGrid& g, int64_t N, int64_t C, int64_t H,
+                    int64_t W, T* y, Isa isa, int threads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (int64_t plane = 0; plane < N * C; ++plane) {
+    const int64_t c = plane % C;
+    const T* wc = w + c * g.cells * g.cells;
+    const T* xp = x + plane * H * W;
+    T* yp = y + plane * H * W;
+    if (isa == Isa::kAvx512)
+      forward_plane_avx512<T>(xp, wc, bias[c], g, H, W, yp);
+    else if (isa == Isa::kAvx2)
+      forward_plane_avx2<T>(xp, wc, bias[c], g, H, W, yp);
+    else
+      forward_plane_baseline<T>(xp, wc, bias[c], g, H, W, yp);
+  }
+}
+
+// The weight gradient of every channel (a channel reduces over the N images itself: no atomics).
+template <typename T>
+void grad_weight_channels(const T* x, const T* grad, const CellGrid& g, int64_t N, int64_t C, int64_t H,
+                          int64_t W, T* grad_w, Isa isa, int threads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t start = c * H * W, stride = C * H * W;
+    T* gw = grad_w + c * g.cells * g.cells;
+    if (isa == Isa::kAvx512)
+      grad_weight_channel_avx512<T>(x + start, grad + start, N, stride, g, H, W, gw);
+    else if (isa == Isa::kAvx2)
+      grad_weight_channel_avx2<T>(x + start, grad + start, N, stride, g, H, W, gw);
+    else
+      grad_weight_channel_baseline<T>(x + start, grad + start, N, stride, g, H, W, gw);
+  }
+}
+
 at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_in, at::IntArrayRef grid,
                               const std::optional<at::Tensor>& bias_in) {
   check_input(x_in, "x");
@@ -288,26 +328,10 @@ at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_i
   const at::Tensor bias = bias_in.has_value() ? bias_in->to(x.scalar_type()).contiguous()
                                               : at::zeros({C}, x.options());
   at::Tensor y = at::empty_like(x);
-  const Isa isa = kernel_isa();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_forward", [&] {
-    const scalar_t* xd = x.data_ptr<scalar_t>();
-    const scalar_t* wd = weight.data_ptr<scalar_t>();
-    const scalar_t* bd = bias.data_ptr<scalar_t>();
-    scalar_t* yd = y.data_ptr<scalar_t>();
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t c = plane % C;
-        const scalar_t* wc = wd + c * g.cells * g.cells;
-        const scalar_t* xp = xd + plane * H * W;
-        scalar_t* yp = yd + plane * H * W;
-        if (isa == Isa::kAvx512)
-          forward_plane_avx512<scalar_t>(xp, wc, bd[c], g, H, W, yp);
-        else if (isa == Isa::kAvx2)
-          forward_plane_avx2<scalar_t>(xp, wc, bd[c], g, H, W, yp);
-        else
-          forward_plane_baseline<scalar_t>(xp, wc, bd[c], g, H, W, yp);
-      }
-    });
+    forward_planes<scalar_t>(x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+                             bias.data_ptr<scalar_t>(), g, N, C, H, W, y.data_ptr<scalar_t>(), kernel_isa(),
+                             at::get_num_threads());
   });
   return y;
 }
@@ -322,23 +346,9 @@ at::Tensor peripheral_grad_weight(const at::Tensor& grad_in, const at::Tensor& x
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor grad_w = at::zeros({C, 1, g.cells, g.cells}, x.options());
   if (N == 0 || H == 0 || W == 0) return grad_w;
-  const Isa isa = kernel_isa();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_grad_weight", [&] {
-    const scalar_t* xd = x.data_ptr<scalar_t>();
-    const scalar_t* gd = grad.data_ptr<scalar_t>();
-    scalar_t* out = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        const int64_t start = c * H * W, stride = C * H * W;
-        scalar_t* gw = out + c * g.cells * g.cells;
-        if (isa == Isa::kAvx512)
-          grad_weight_channel_avx512<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
-        else if (isa == Isa::kAvx2)
-          grad_weight_channel_avx2<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
-        else
-          grad_weight_channel_baseline<scalar_t>(xd + start, gd + start, N, stride, g, H, W, gw);
-      }
-    });
+    grad_weight_channels<scalar_t>(x.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), g, N, C, H, W,
+                                   grad_w.data_ptr<scalar_t>(), kernel_isa(), at::get_num_threads());
   });
   return grad_w;
 }
