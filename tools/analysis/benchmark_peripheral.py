@@ -9,8 +9,9 @@ noisy: compare ratios within one run.
 
     python tools/analysis/benchmark_peripheral.py --threads 2
 
-Dense paths slower than ``--max-seconds`` per call are measured with fewer repeats (101×101 in NCHW
-takes seconds per call).
+The paths are timed call by call in interleaved rounds, so the load of a shared machine spreads over
+all of them; paths slower than ``--max-seconds`` per call are timed twice only (101×101 in NCHW takes
+seconds per call).
 """
 import argparse
 import statistics
@@ -54,38 +55,47 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch threads')
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=10, help='timed calls per measurement')
+    parser.add_argument('--repeats', type=int, default=10, help='timed rounds per measurement')
     parser.add_argument('--max-seconds', type=float, default=1.0,
                         help='calls slower than this are repeated only twice')
     return parser.parse_args()
 
 
-def median_ms(run, repeats, max_seconds):
+def timed_ms(run):
     start = time.perf_counter()
-    run()  # warm-up: first-call dispatch, allocations
-    if time.perf_counter() - start > max_seconds:
-        repeats = 2
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    run()
+    return (time.perf_counter() - start) * 1e3
 
 
-def measure(function, x, weight, grid, repeats, max_seconds):
-    """(forward ms, forward+backward ms) of ``function(x, weight, grid)``."""
+def benchmark_shape(x, weight, grid, repeats, max_seconds):
+    """Median (forward ms, fwd+bwd ms) per path, the paths interleaved call by call.
+
+    Interleaving spreads the load of a shared machine over all paths. A path whose first (warm-up)
+    call exceeds ``max_seconds`` is timed in the first two rounds only.
+    """
     grad_out = torch.randn_like(x)
+    inputs = {False: x, True: x.contiguous(memory_format=torch.channels_last)}
+    runs = []
+    for name, function, channels_last, _ in PATHS:
+        inp = inputs[channels_last]
 
-    def forward():
-        with torch.no_grad():
-            function(x, weight, grid)
+        def forward(function=function, inp=inp):
+            with torch.no_grad():
+                function(inp, weight, grid)
 
-    def forward_backward():
-        x_grad, w_grad = x.detach().requires_grad_(), weight.detach().requires_grad_()
-        function(x_grad, w_grad, grid).backward(grad_out)
+        def forward_backward(function=function, inp=inp):
+            x_grad, w_grad = inp.detach().requires_grad_(), weight.detach().requires_grad_()
+            function(x_grad, w_grad, grid).backward(grad_out)
 
-    return median_ms(forward, repeats, max_seconds), median_ms(forward_backward, repeats, max_seconds)
+        for run in (forward, forward_backward):
+            slow = timed_ms(run) > max_seconds * 1e3  # warm-up: first-call dispatch, allocations
+            runs.append((run, 2 if slow else repeats, []))
+    for round_index in range(repeats):
+        for run, rounds, times in runs:
+            if round_index < rounds:
+                times.append(timed_ms(run))
+    medians = [statistics.median(times) for _, _, times in runs]
+    return list(zip(medians[0::2], medians[1::2]))
 
 
 def main():
@@ -103,9 +113,8 @@ def main():
               f'{len(grid) ** 2} vs {kernel ** 2} taps)')
         print(f'  {"path":36s} {"forward":>9s} {"fwd+bwd":>9s}')
         results = []
-        for name, function, channels_last, fast in PATHS:
-            inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            forward, forward_backward = measure(function, inp, weight, grid, args.repeats, args.max_seconds)
+        timings = benchmark_shape(x, weight, grid, args.repeats, args.max_seconds)
+        for (name, _, _, fast), (forward, forward_backward) in zip(PATHS, timings):
             results.append((name, fast, forward, forward_backward))
             print(f'  {name:36s} {forward:9.2f} {forward_backward:9.2f}', flush=True)
         best_forward = min(r[2] for r in results if not r[1])
