@@ -19,7 +19,7 @@ respect to ``w[a, b]`` is ``Σ R_a · G_b`` where ``G_b`` is the column box of t
 reversed cell: again k'² multiply-adds per pixel.
 
 Backends (picked per call by :func:`mmslak.ops.dispatch.select_backend`): C++ CPU kernels in
-``mmslak._ext`` (float32/float64), Triton kernels for CUDA tensors (:mod:`mmslak.ops.triton.peripheral`),
+``mmslak._ext`` (float32/float64, OpenMP over planes, AVX-512 or AVX2 along W), Triton kernels for CUDA tensors (:mod:`mmslak.ops.triton.peripheral`),
 and the PyTorch implementation of the same algorithm below (cumulative sums accumulated in float64,
 so no precision is lost to cancellation), which is also the fallback.
 """
@@ -35,7 +35,7 @@ from .dispatch import select_backend
 __all__ = ['peripheral_depthwise_conv2d', 'expand_peripheral_kernel']
 
 
-def _check_grid(grid: Sequence[int], cells: Optional[int] = None) -> Tuple[int, ...]:
+def _check_grid(grid: Sequence[int], cells: int) -> Tuple[int, ...]:
     """Return ``grid`` as a tuple of ints after checking it describes an odd kernel of ``cells`` cells."""
     try:
         widths = tuple(int(w) for w in grid)
@@ -50,7 +50,7 @@ def _check_grid(grid: Sequence[int], cells: Optional[int] = None) -> Tuple[int, 
     if sum(widths) % 2 == 0:
         raise ValueError(f'grid cell widths must sum to an odd kernel size K, got sum {sum(widths)} for '
                          f'{list(widths)}')
-    if cells is not None and len(widths) != cells:
+    if len(widths) != cells:
         raise ValueError(f'grid must have one width per row of the weight: the weight has {cells} rows '
                          f'and columns (k\'), the grid has {len(widths)} cells ({list(widths)})')
     return widths
