@@ -105,6 +105,7 @@ SINGLE_CASES = [
     ((1, 3, 9, 1), (3, 7)),      # W = 1
     ((1, 2, 40, 70), (7, 3)),    # W spans more than one column block
     ((1, 20, 6, 6), (3, 3)),     # more channels than one channel block
+    ((1, 2, 9, 8), (151, 3)),    # the largest kernel side
 ]
 
 

@@ -31,7 +31,7 @@ namespace {
 #if defined(MMSLAK_DWCONV_AVX512)
 constexpr int kAccumulators = 28;  // of 32 registers: the rest hold the weight and the loads
 constexpr int kMaxTileRows = 8, kMaxTileCols = 8;
-constexpr int kTapRows = 5, kTapCols = 5;
+constexpr int kWeightAccumulators = 25, kMaxTapRows = 8, kMaxTapCols = 8;
 
 template <typename T>
 struct Vec;
@@ -60,7 +60,7 @@ struct Vec<double> {
 #else
 constexpr int kAccumulators = 12;  // of 16 registers
 constexpr int kMaxTileRows = 4, kMaxTileCols = 4;
-constexpr int kTapRows = 3, kTapCols = 4;
+constexpr int kWeightAccumulators = 12, kMaxTapRows = 4, kMaxTapCols = 4;
 
 template <typename T>
 struct Vec;
@@ -113,21 +113,64 @@ class Buffer {
   T* data_;
 };
 
-// Tile sizes, fixed per call by the map size.
+// Sum over the tiles of `extent` (tiles of `tile`) of the number of taps of a k-tap kernel axis that
+// reach the map: the FMAs per output of a tile, summed along one axis.
+inline int64_t taps_per_tiles(int extent, int tile, int k) {
+  const int p = k / 2;
+  int64_t sum = 0;
+  for (int t0 = 0; t0 < extent; t0 += tile) sum += imax(0, imin(k - 1, p + extent - 1 - t0) - imax(0, p - (t0 + tile - 1)) + 1);
+  return sum;
+}
+
+// Forward tiles (R x WT output pixels) and grad-weight tiles (TI x TJ taps) of each kernel, fixed
+// per call by the map and kernel sizes, and the zero border of the staged block they need.
 struct Tiling {
-  int rows, cols;       // forward tile: R x WT output pixels
-  int pad_r, pad_c;     // zero border of the staged block
+  int rows[3], cols[3];
+  int tap_rows[3], tap_cols[3];
+  int pad_r, pad_c;
 };
 
-inline Tiling make_tiling(int64_t h, int64_t w) {
+// Sum over tap tiles (`tile` taps of a k-tap axis, from the first tap that reaches the map) of the
+// number of map positions any tap of the tile reaches: the grad-weight work along one axis.
+inline int64_t positions_per_tap_tiles(int extent, int tile, int k) {
+  const int p = k / 2;
+  const int first = imax(0, p - (extent - 1)), last = imin(k - 1, p + extent - 1);
+  int64_t sum = 0;
+  for (int t0 = first; t0 <= last; t0 += tile)
+    sum += imin(extent, extent + p - t0) - imax(0, p - (imin(last, t0 + tile - 1)));
+  return sum;
+}
+
+// Pick each kernel's tile by a cost model: a tile computes every tap that reaches any of its pixels,
+// so a tile that is long along the kernel's long side wastes taps on small maps (a 14-column tile
+// under a 47-wide kernel computes 27 column taps for 14 useful ones); a tile of fewer than 8
+// accumulators leaves the FMA pipes waiting on latency.
+template <typename T>
+Tiling make_tiling(int64_t h, int64_t w, const KernelSet<T>& kernels) {
   Tiling t;
-  const int64_t col_tiles = ceil_div(w, kMaxTileCols);
-  t.cols = int(ceil_div(w, col_tiles));
-  const int max_rows = imin(kMaxTileRows, kAccumulators / t.cols);
-  const int64_t row_tiles = ceil_div(h, max_rows);
-  t.rows = int(ceil_div(h, row_tiles));
-  t.pad_r = imax(t.rows, kTapRows) - 1;
-  t.pad_c = imax(t.cols, kTapCols) - 1;
+  int max_rows = 1, max_cols = 1;
+  for (int k = 0; k < kernels.count; ++k) {
+    int64_t best = -1;
+    for (int r = 1; r <= kMaxTileRows; ++r)
+      for (int c = 1; c <= kMaxTileCols && r * c <= kAccumulators; ++c) {
+        if ((r > 1 && r - 1 >= h) || (c > 1 && c - 1 >= w)) continue;
+        const int64_t taps = taps_per_tiles(int(h), r, kernels.kh[k]) * taps_per_tiles(int(w), c, kernels.kw[k]);
+        const int64_t cost = taps * (imax(r * c, 8) + 1);
+        if (best < 0 || cost < best) best = cost, t.rows[k] = r, t.cols[k] = c;
+      }
+    best = -1;
+    for (int a = 1; a <= kMaxTapRows; ++a)
+      for (int b = 1; b <= kMaxTapCols && a * b <= kWeightAccumulators; ++b) {
+        const int64_t positions = positions_per_tap_tiles(int(h), a, kernels.kh[k]) *
+                                  positions_per_tap_tiles(int(w), b, kernels.kw[k]);
+        const int64_t cost = positions * (imax(a * b, 8) + 1);
+        if (best < 0 || cost < best) best = cost, t.tap_rows[k] = a, t.tap_cols[k] = b;
+      }
+    max_rows = imax(max_rows, imax(t.rows[k], t.tap_rows[k]));
+    max_cols = imax(max_cols, imax(t.cols[k], t.tap_cols[k]));
+  }
+  t.pad_r = max_rows - 1;
+  t.pad_c = max_cols - 1;
   return t;
 }
 
@@ -153,7 +196,7 @@ struct BlockKernel {
 
 template <typename T, int R, int WT>
 void conv_tile(const Staged<T>& x, int h, int w, const BlockKernel<T>* kernels, int count, int r0,
-               int c0, T* out) {
+               int c0, bool accumulate, T* out) {
   if constexpr (R * WT <= kAccumulators) {
     using VT = Vec<T>;
     constexpr int L = VT::kLanes;
@@ -186,39 +229,45 @@ void conv_tile(const Staged<T>& x, int h, int w, const BlockKernel<T>* kernels, 
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
       for (int c = 0; c < WT; ++c)
-        if (r < rows && c < cols) VT::store(out + (int64_t(r0 + r) * w + c0 + c) * L, acc[r][c]);
+        if (r < rows && c < cols) {
+          T* dst = out + (int64_t(r0 + r) * w + c0 + c) * L;
+          VT::store(dst, accumulate ? VT::add(acc[r][c], VT::load(dst)) : acc[r][c]);
+        }
   }
 }
 
 template <typename T, int R, int WT = kMaxTileCols>
 void conv_tile_cols(int cols, const Staged<T>& x, int h, int w, const BlockKernel<T>* kernels,
-                    int count, int r0, int c0, T* out) {
+                    int count, int r0, int c0, bool accumulate, T* out) {
   if constexpr (WT >= 1) {
     if (cols == WT)
-      conv_tile<T, R, WT>(x, h, w, kernels, count, r0, c0, out);
+      conv_tile<T, R, WT>(x, h, w, kernels, count, r0, c0, accumulate, out);
     else
-      conv_tile_cols<T, R, WT - 1>(cols, x, h, w, kernels, count, r0, c0, out);
+      conv_tile_cols<T, R, WT - 1>(cols, x, h, w, kernels, count, r0, c0, accumulate, out);
   }
 }
 
 template <typename T, int R = kMaxTileRows>
 void conv_tile_dispatch(int rows, int cols, const Staged<T>& x, int h, int w,
-                        const BlockKernel<T>* kernels, int count, int r0, int c0, T* out) {
+                        const BlockKernel<T>* kernels, int count, int r0, int c0, bool accumulate,
+                        T* out) {
   if constexpr (R >= 1) {
     if (rows == R)
-      conv_tile_cols<T, R>(cols, x, h, w, kernels, count, r0, c0, out);
+      conv_tile_cols<T, R>(cols, x, h, w, kernels, count, r0, c0, accumulate, out);
     else
-      conv_tile_dispatch<T, R - 1>(rows, cols, x, h, w, kernels, count, r0, c0, out);
+      conv_tile_dispatch<T, R - 1>(rows, cols, x, h, w, kernels, count, r0, c0, accumulate, out);
   }
 }
 
-// out[h][w][L] = sum over kernels of the 'same' convolution of the staged block.
+// out[h][w][L] = sum over kernels of the 'same' convolution of the staged block. Each kernel runs
+// with its own tile shape and adds to out, which stays in L2 with the staged block.
 template <typename T>
 void convolve_block(const Staged<T>& x, int h, int w, const Tiling& tiling,
                     const BlockKernel<T>* kernels, int count, T* out) {
-  for (int r0 = 0; r0 < h; r0 += tiling.rows)
-    for (int c0 = 0; c0 < w; c0 += tiling.cols)
-      conv_tile_dispatch(tiling.rows, tiling.cols, x, h, w, kernels, count, r0, c0, out);
+  for (int k = 0; k < count; ++k)
+    for (int r0 = 0; r0 < h; r0 += tiling.rows[k])
+      for (int c0 = 0; c0 < w; c0 += tiling.cols[k])
+        conv_tile_dispatch(tiling.rows[k], tiling.cols[k], x, h, w, kernels + k, 1, r0, c0, k > 0, out);
 }
 
 // ---------------------------------------------------------------- grad-weight tile
@@ -226,6 +275,7 @@ void convolve_block(const Staged<T>& x, int h, int w, const Tiling& tiling,
 template <typename T, int TI, int TJ>
 void weight_tile(const Staged<T>& x, const Staged<T>& grad, int h, int w, int kh, int kw, int i0,
                  int j0, T* out) {
+  if constexpr (TI * TJ <= kWeightAccumulators) {
   using VT = Vec<T>;
   constexpr int L = VT::kLanes;
   typename VT::Reg acc[TI][TJ];
@@ -256,9 +306,10 @@ void weight_tile(const Staged<T>& x, const Staged<T>& grad, int h, int w, int kh
       T* dst = out + (int64_t(i0 + a) * kw + j0 + b) * L;
       VT::store(dst, VT::add(acc[a][b], VT::load(dst)));
     }
+  }
 }
 
-template <typename T, int TI, int TJ = kTapCols>
+template <typename T, int TI, int TJ = kMaxTapCols>
 void weight_tile_cols(int tj, const Staged<T>& x, const Staged<T>& grad, int h, int w, int kh, int kw,
                       int i0, int j0, T* out) {
   if constexpr (TJ >= 1) {
@@ -269,7 +320,7 @@ void weight_tile_cols(int tj, const Staged<T>& x, const Staged<T>& grad, int h, 
   }
 }
 
-template <typename T, int TI = kTapRows>
+template <typename T, int TI = kMaxTapRows>
 void weight_tile_dispatch(int ti, int tj, const Staged<T>& x, const Staged<T>& grad, int h, int w,
                           int kh, int kw, int i0, int j0, T* out) {
   if constexpr (TI >= 1) {
@@ -280,15 +331,17 @@ void weight_tile_dispatch(int ti, int tj, const Staged<T>& x, const Staged<T>& g
   }
 }
 
-// out[kh * kw][L] += correlation of the staged grad_out and x blocks, for the taps that reach the map.
+// out[kh * kw][L] += correlation of the staged grad_out and x blocks, for the taps that reach the map,
+// in tiles of tap_rows x tap_cols taps.
 template <typename T>
-void weight_grad_block(const Staged<T>& x, const Staged<T>& grad, int h, int w, int kh, int kw, T* out) {
+void weight_grad_block(const Staged<T>& x, const Staged<T>& grad, int h, int w, int kh, int kw,
+                       int tap_rows, int tap_cols, T* out) {
   const int ph = kh / 2, pw = kw / 2;
   const int i_lo = imax(0, ph - (h - 1)), i_hi = imin(kh - 1, ph + h - 1);
   const int j_lo = imax(0, pw - (w - 1)), j_hi = imin(kw - 1, pw + w - 1);
-  for (int i0 = i_lo; i0 <= i_hi; i0 += kTapRows)
-    for (int j0 = j_lo; j0 <= j_hi; j0 += kTapCols)
-      weight_tile_dispatch(imin(kTapRows, i_hi + 1 - i0), imin(kTapCols, j_hi + 1 - j0), x, grad, h, w,
+  for (int i0 = i_lo; i0 <= i_hi; i0 += tap_rows)
+    for (int j0 = j_lo; j0 <= j_hi; j0 += tap_cols)
+      weight_tile_dispatch(imin(tap_rows, i_hi + 1 - i0), imin(tap_cols, j_hi + 1 - j0), x, grad, h, w,
                            kh, kw, i0, j0, out);
 }
 
@@ -373,7 +426,7 @@ bool forward(const Geometry& g, const T* x, Strides xs, T* y, Strides ys, const 
   const bool prepared_ok = prepare_kernels(kernels, g.c, false, prepared);
   for (int k = 0; k < 3; ++k) allocations.data[k] = prepared[k];
   if (!prepared_ok) return false;
-  const Tiling tiling = make_tiling(g.h, g.w);
+  const Tiling tiling = make_tiling(g.h, g.w, kernels);
   const int64_t staged_size = (g.h + 2 * tiling.pad_r) * (g.w + 2 * tiling.pad_c) * L;
   const int64_t blocks = ceil_div(g.c, L);
   const int64_t tasks = g.n * blocks;
@@ -424,7 +477,7 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
       if (partial[k] == nullptr) return false;
       memset(partial[k], 0, bytes);
     }
-  const Tiling tiling = make_tiling(g.h, g.w);
+  const Tiling tiling = make_tiling(g.h, g.w, kernels);
   const int64_t staged_size = (g.h + 2 * tiling.pad_r) * (g.w + 2 * tiling.pad_c) * L;
   const int64_t tasks = g.n * blocks;
   bool failed = false;
@@ -458,7 +511,7 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
       for (int k = 0; k < kernels.count; ++k) {
         const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
         weight_grad_block(x_block, grad_block, int(g.h), int(g.w), kernels.kh[k], kernels.kw[k],
-                          partial[k] + (n * blocks + b) * taps * L);
+                          tiling.tap_rows[k], tiling.tap_cols[k], partial[k] + (n * blocks + b) * taps * L);
       }
     }
     if (need_weight)
