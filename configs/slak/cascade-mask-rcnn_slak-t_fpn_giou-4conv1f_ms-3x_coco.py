@@ -1,7 +1,7 @@
 # Cascade Mask R-CNN with FPN and a SLaK-T backbone on COCO, 3x schedule (36 epochs), total batch 16:
 # 4conv1fc box heads with SyncBN, GIoU loss on decoded boxes, DETR-style multi-scale + crop augmentation.
 # Reported in the SLaK paper (ICLR 2023): 51.3 box AP / 44.3 mask AP.
-_base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1f-giou_amp-ms-crop-3x_coco.py'
+_base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'
 custom_imports = dict(imports=['mmslak'], allow_failed_imports=False)
 
 # ImageNet weights converted with tools/model_converters/slak2mmslak.py (see the README quick start).

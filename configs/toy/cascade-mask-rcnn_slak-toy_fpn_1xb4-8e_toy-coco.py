@@ -20,7 +20,7 @@ stage_target_stds = ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033
 stage_iou_thrs = (0.5, 0.6, 0.7)
 model = dict(
     backbone=dict(
-        arch=dict(depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
+        arch=dict(_delete_=True, depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
         kernel_size=(21, 17, 13, 7),
         drop_path_rate=0.1,
         init_cfg=None),

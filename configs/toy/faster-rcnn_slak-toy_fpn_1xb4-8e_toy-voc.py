@@ -14,7 +14,7 @@ image_size = (128, 128)
 
 model = dict(
     backbone=dict(
-        arch=dict(depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
+        arch=dict(_delete_=True, depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
         kernel_size=(21, 17, 13, 7),
         drop_path_rate=0.1,
         init_cfg=None),

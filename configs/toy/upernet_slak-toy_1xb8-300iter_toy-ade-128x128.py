@@ -20,7 +20,7 @@ crop_size = (96, 96)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
+        arch=dict(_delete_=True, depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
         kernel_size=(21, 17, 13, 7),
         drop_path_rate=0.1,
         init_cfg=None),
