@@ -54,8 +54,9 @@ def row_box_kernel(x_ptr, w_ptr, offsets_ptr, out_ptr, C, H, W, cells, half, cel
 def col_box_kernel(t_ptr, offsets_ptr, bias_ptr, out_ptr, C, H, W, cells, half, cell_stride,
                    SUM: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
                    BLOCK_Q: tl.constexpr):
-    """Column boxes: with SUM ``out[plane, p, q] = bias + Σ_b Σ_{cols j of cell b} t[b, plane, p, q + j - half]``,
-    otherwise ``out[b, plane, p, q] = Σ_{cols j of cell b} t[plane, p, q + j - half]``.
+    """Column boxes. With SUM, the forward output
+    ``out[plane, p, q] = bias + Σ_b Σ_{cols j of cell b} t[b, plane, p, q + j - half]``;
+    otherwise one box per cell, ``out[b, plane, p, q] = Σ_{cols j of cell b} t[plane, p, q + j - half]``.
 
     Grid: (planes * H, cdiv(W, BLOCK_Q)).
     """
@@ -64,19 +65,21 @@ def col_box_kernel(t_ptr, offsets_ptr, bias_ptr, out_ptr, C, H, W, cells, half, 
     q = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     q_ok = q < W
     row_offset = row.to(tl.int64) * W
+    # Pointers advance cell by cell (no index b * cell_stride, which could overflow int32).
+    src_ptr = t_ptr + row_offset  # row of T_b with SUM, the one input row otherwise
+    dst_ptr = out_ptr + row_offset  # row of output cell b without SUM
     total = tl.zeros([BLOCK_Q], dtype=ACC_DTYPE)
     for b in range(0, cells):
-        src_ptr = t_ptr + row_offset
-        if SUM:
-            src_ptr += b * cell_stride
         box = tl.zeros([BLOCK_Q], dtype=ACC_DTYPE)
         for j in range(tl.load(offsets_ptr + b), tl.load(offsets_ptr + b + 1)):
             col = q + j - half
             box += tl.load(src_ptr + col, mask=q_ok & (col >= 0) & (col < W), other=0.0).to(ACC_DTYPE)
         if SUM:
             total += box
+            src_ptr += cell_stride
         else:
-            tl.store(out_ptr + b * cell_stride + row_offset + q, box.to(out_ptr.dtype.element_ty), mask=q_ok)
+            tl.store(dst_ptr + q, box.to(out_ptr.dtype.element_ty), mask=q_ok)
+            dst_ptr += cell_stride
     if SUM:
         if HAS_BIAS:
             total += tl.load(bias_ptr + plane % C).to(ACC_DTYPE)
