@@ -60,11 +60,13 @@ else
     (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
       "$PY" -m pip wheel --no-build-isolation --no-deps -w "$BUILD/dist" . >"$BUILD/build.log" 2>&1) &
     BUILD_PID=$!
-    TOTAL=$(find "$SRC/mmcv/ops/csrc" -name '*.cpp' | wc -l)
+    # a CPU build compiles the generic and the CPU kernels, not the CUDA/MLU/NPU/MPS ones
+    TOTAL=$(find "$SRC/mmcv/ops/csrc/pytorch" -maxdepth 2 -name '*.cpp' \( -path '*/pytorch/*.cpp' -o -path '*/cpu/*' \) \
+            | grep -cv -e /cuda/ -e /mlu/ -e /npu/ -e /mps/)
     while kill -0 "$BUILD_PID" 2>/dev/null; do
       sleep 30
       DONE=$(find "$BUILD" -path '*build*' -name '*.o' 2>/dev/null | wc -l)
-      printf '  [%4ds] compiling mmcv ops: %s of about %s C++ files done\n' $((SECONDS - START)) "$DONE" "$TOTAL"
+      printf '  [%4ds] compiling mmcv ops: %s of %s C++ files done\n' $((SECONDS - START)) "$DONE" "$TOTAL"
     done
     if ! wait "$BUILD_PID"; then
       tail -40 "$BUILD/build.log"

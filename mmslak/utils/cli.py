@@ -51,8 +51,9 @@ def check_cfg_options(cfg, options):
     Raises:
         UserError: naming the first unknown key and the keys available at that level.
     """
+    tree = cfg.to_dict()
     for key in options:
-        node = cfg
+        node = tree
         parts = key.split('.')
         for depth, part in enumerate(parts):
             try:
