@@ -114,5 +114,6 @@ def test_dist_train_runs_two_gloo_processes(tmp_path, image_folder):
         env={**os.environ, 'PYTHON': sys.executable, 'PORT': '29517', 'OMP_NUM_THREADS': '1'})
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert 'world_size: 2' in log or 'World size: 2' in log
+    assert 'Distributed training: True' in log
+    assert "type='CPUDistributedDataParallel'" in (tmp_path / 'tiny_slak_classifier.py').read_text()
     assert (tmp_path / 'iter_2.pth').exists()
