@@ -178,6 +178,17 @@ def test_non_contiguous_grad_out(backend):
     torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-4, rtol=1e-4)
 
 
+def _check_with_cpp(x, weights, bias, op):
+    """:func:`_check_forward_backward` with the C++ backend forced (hypothesis tests take no fixtures)."""
+    try:
+        DWCONV_BACKENDS['cpp']()
+    except ImportError as error:
+        pytest.skip(f'cpp backend unavailable: {error}')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(BACKEND_ENV_VAR, 'cpp')
+        _check_forward_backward(x, weights, bias, op)
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 20), h=st.integers(1, 23), w=st.integers(1, 40),
        kh=st.integers(0, 12), kw=st.integers(0, 12), channels_last=st.booleans(),
@@ -185,13 +196,7 @@ def test_non_contiguous_grad_out(backend):
 def test_cpp_random_shapes(n, c, h, w, kh, kw, channels_last, seed):
     kernel = (2 * kh + 1, 2 * kw + 1)
     x, weights, bias = _inputs((n, c, h, w), [kernel], channels_last=channels_last, seed=seed)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(BACKEND_ENV_VAR, 'cpp')
-        try:
-            DWCONV_BACKENDS['cpp']()
-        except ImportError as error:
-            pytest.skip(f'cpp backend unavailable: {error}')
-        _check_forward_backward(x, weights, bias, _single)
+    _check_with_cpp(x, weights, bias, _single)
 
 
 @settings(max_examples=15, deadline=None)
@@ -202,13 +207,7 @@ def test_cpp_random_decomposed(n, c, h, w, long_half, short_half, channels_last,
     big, small = 2 * long_half + 1, 2 * short_half + 1
     x, weights, bias = _inputs((n, c, h, w), [(big, small), (small, big), (small, small)],
                                channels_last=channels_last, seed=seed)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(BACKEND_ENV_VAR, 'cpp')
-        try:
-            DWCONV_BACKENDS['cpp']()
-        except ImportError as error:
-            pytest.skip(f'cpp backend unavailable: {error}')
-        _check_forward_backward(x, weights, bias, _decomposed)
+    _check_with_cpp(x, weights, bias, _decomposed)
 
 
 def test_opcheck_custom_ops(backend):

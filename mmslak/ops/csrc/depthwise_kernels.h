@@ -16,14 +16,15 @@
 // * Forward / grad-input tile: R output rows x WT output columns of accumulators (R * WT <= 28); per
 //   tap one weight vector (the L channels' taps) and R * WT FMAs, each with one aligned load. Taps
 //   whose rows or columns fall entirely in the zero padding of the tile are skipped through the loop
-//   bounds (a 47-tap kernel on a 14-row map does about 17 row taps, not 47); the border of R - 1
-//   rows and WT - 1 columns absorbs partially valid taps. Grad-input is the forward with the flipped
-//   kernel.
+//   bounds; the border of R - 1 rows and WT - 1 columns absorbs partially valid taps. Grad-input is
+//   the forward with the flipped kernel.
 // * Grad-weight tile: TI x TJ taps of accumulators (<= 25); per output pixel one load of grad_out
 //   and TI * TJ FMAs, each with one aligned load of x. The accumulators hold the L channels'
 //   gradients, so no horizontal sums are needed.
-// * Several kernels (the decomposed SLaK conv) share the staged block and the accumulators: one pass
-//   over x in forward and over (grad_out, x) in backward.
+// * Tile shapes are chosen per kernel by a cost model (make_tiling): on a 14x14 map a (47, 5)
+//   kernel gets short, wide tiles and a (5, 47) kernel tall, narrow ones, so few taps are wasted.
+// * Several kernels (the decomposed SLaK conv) share the staged block: x (and grad_out) are read
+//   from memory once per block, and each kernel's tiles add into the block's output in L2.
 
 namespace mmslak::dwconv::MMSLAK_DWCONV_ISA {
 namespace {
@@ -40,7 +41,6 @@ struct Vec<float> {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static Reg zero() { return _mm512_setzero_ps(); }
-  static Reg set1(float v) { return _mm512_set1_ps(v); }
   static Reg load(const float* p) { return _mm512_load_ps(p); }
   static void store(float* p, Reg v) { _mm512_store_ps(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
@@ -51,7 +51,6 @@ struct Vec<double> {
   using Reg = __m512d;
   static constexpr int kLanes = 8;
   static Reg zero() { return _mm512_setzero_pd(); }
-  static Reg set1(double v) { return _mm512_set1_pd(v); }
   static Reg load(const double* p) { return _mm512_load_pd(p); }
   static void store(double* p, Reg v) { _mm512_store_pd(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
@@ -69,7 +68,6 @@ struct Vec<float> {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static Reg zero() { return _mm256_setzero_ps(); }
-  static Reg set1(float v) { return _mm256_set1_ps(v); }
   static Reg load(const float* p) { return _mm256_load_ps(p); }
   static void store(float* p, Reg v) { _mm256_store_ps(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
@@ -80,7 +78,6 @@ struct Vec<double> {
   using Reg = __m256d;
   static constexpr int kLanes = 4;
   static Reg zero() { return _mm256_setzero_pd(); }
-  static Reg set1(double v) { return _mm256_set1_pd(v); }
   static Reg load(const double* p) { return _mm256_load_pd(p); }
   static void store(double* p, Reg v) { _mm256_store_pd(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_pd(a, b, c); }
