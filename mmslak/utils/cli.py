@@ -80,11 +80,25 @@ def load_config(args):
     check_cfg_options(cfg, args.cfg_options)
     cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
+    for where, checkpoint in pretrained_checkpoints(cfg.to_dict().get('model')):
+        check_checkpoint(checkpoint, f'{where} checkpoint')
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def pretrained_checkpoints(node, where='model'):
+    """Yield ``(config path, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', ...)`` under ``node``."""
+    if isinstance(node, dict):
+        if node.get('type') == 'Pretrained' and node.get('checkpoint'):
+            yield where, node['checkpoint']
+        for key, value in node.items():
+            yield from pretrained_checkpoints(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from pretrained_checkpoints(value, f'{where}.{index}')
 
 
 def check_checkpoint(path, what='checkpoint'):

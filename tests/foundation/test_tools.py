@@ -93,6 +93,16 @@ def test_train_user_errors_are_one_line(args, message, tmp_path):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_missing_pretrained_checkpoint_is_one_line(tmp_path):
+    config = tmp_path / 'pretrained.py'
+    config.write_text(f"_base_ = ['{CONFIG}']\n"
+                      "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='no.pth')))\n")
+    result = run('tools/train.py', config, '--work-dir', tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'train.py: error: model.backbone.init_cfg checkpoint no.pth does not exist']
+
+
 def test_test_tool_missing_checkpoint_is_one_line(tmp_path):
     result = run('tools/test.py', CONFIG, tmp_path / 'nothing.pth', '--work-dir', tmp_path)
     assert result.returncode == 2
