@@ -113,3 +113,27 @@ def test_full_size_classifier_config(arch, params, capsys):
     assert 0.59 * params < result['params_nonzero'] < 0.61 * params
     assert 0.59 * result['flops'] < result['flops_nonzero'] < 0.61 * result['flops']
     assert 'params=\'model\'' in capsys.readouterr().out
+
+
+def test_modules_can_report_the_kernels_they_expand_to():
+    tool = load_tool()
+
+    class PartialExpandingConv(torch.nn.Module):
+        """Convolves the first 2 of 4 channels with its 3x3 weight zero-padded to 7x7."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(2, 1, 3, 3))
+
+        def complexity_kernels(self):
+            return [torch.nn.functional.pad(self.weight, (2, 2, 2, 2))]
+
+        def forward(self, x):
+            conv = torch.nn.functional.conv2d(x[:, :2], self.complexity_kernels()[0], padding=3, groups=2)
+            return torch.cat([conv, x[:, 2:]], dim=1)
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), PartialExpandingConv())
+    result = tool.count_complexity(model, torch.rand(1, 3, 10, 10))
+    assert result['params'] == 12 + 18
+    assert result['flops'] == 10 * 10 * (12 + 2 * 49)
+    assert result['flops_nonzero'] == 10 * 10 * (12 + 2 * 9)

@@ -6,10 +6,12 @@ Usage:
 FLOPs are multiply-accumulates of the convolutions and linear layers (the convention of fvcore, used by
 the ConvNeXt, SLaK and PeLK papers); norms, activations and element-wise ops are not counted, and a
 kernel counts at every output position (padding is not discounted). Every 4-D weight (O, I/g, kh, kw) is
-a convolution and every 2-D weight (O, I) a linear layer, applied at the output positions of the module
-that holds it (its nearest ancestor that ran, when the module calls the op functionally); a module whose
-parameters expand into other kernels (e.g. a peripheral convolution) reports the kernels it convolves
-with through a ``complexity_kernels()`` method, and its own parameters are then not counted as kernels.
+a convolution and every 2-D weight (O, I) a linear layer, applied at each of the (output elements / O)
+positions of the module that holds it (its nearest ancestor that ran, when the module calls the op
+functionally). A module whose parameters expand into other kernels (e.g. a peripheral convolution)
+reports the depthwise kernels it convolves with through a ``complexity_kernels()`` method, each counted
+at every position (N * H * W) of the module's (N, C, H, W) output, even when only some of the C channels
+are convolved; its own parameters are then not counted as kernels.
 
 The non-zero figures count only weights that are not zero:
 
@@ -80,13 +82,15 @@ def count_complexity(model, inputs, nonzero_fraction=None):
         dict: ``params``, ``params_nonzero``, ``flops``, ``flops_nonzero`` (totals for the batch).
     """
     names = {module: name for name, module in model.named_modules()}
-    outputs = {}
+    outputs = {}  # module name -> [output elements, output positions (N * H * W for NCHW)], summed over calls
 
     def record(module, args, output):
         if isinstance(output, (tuple, list)):
             output = output[0]
-        if isinstance(output, torch.Tensor):
-            outputs[names[module]] = outputs.get(names[module], 0) + output.numel()
+        if isinstance(output, torch.Tensor) and output.dim() > 1:
+            counts = outputs.setdefault(names[module], [0, 0])
+            counts[0] += output.numel()
+            counts[1] += output.numel() // (output.shape[1] if output.dim() == 4 else output.shape[-1])
 
     handles = [module.register_forward_hook(record) for module in names]
     try:
@@ -101,21 +105,21 @@ def count_complexity(model, inputs, nonzero_fraction=None):
             return int(torch.count_nonzero(tensor))
         return tensor.numel() * nonzero_fraction.get(name, 1.)
 
-    def output_numel(module_name):
+    def output_counts(module_name):
         # The module itself, or the nearest ancestor that ran.
         parts = module_name.split('.') if module_name else []
         for end in range(len(parts), -1, -1):
             if '.'.join(parts[:end]) in outputs:
                 return outputs['.'.join(parts[:end])]
-        return 0
+        return [0, 0]
 
     result = dict(params=0, params_nonzero=0, flops=0, flops_nonzero=0)
     expanded = set()
     for module_name, module in model.named_modules():
         if callable(getattr(module, 'complexity_kernels', None)):
             expanded.add(module_name)
+            positions = output_counts(module_name)[1]
             for kernel in module.complexity_kernels():
-                positions = output_numel(module_name) // kernel.shape[0]
                 result['flops'] += positions * kernel.numel()
                 result['flops_nonzero'] += positions * int(torch.count_nonzero(kernel))
     for name, param in model.named_parameters():
@@ -125,7 +129,7 @@ def count_complexity(model, inputs, nonzero_fraction=None):
         module_name = name.rpartition('.')[0]
         inside_expanded = any(module_name == m or module_name.startswith(m + '.') for m in expanded if m)
         if param.dim() in (2, 4) and not inside_expanded:
-            positions = output_numel(module_name) // param.shape[0]
+            positions = output_counts(module_name)[0] // param.shape[0]
             result['flops'] += positions * param.numel()
             result['flops_nonzero'] += positions * nonzero
     result['params_nonzero'] = round(result['params_nonzero'])
