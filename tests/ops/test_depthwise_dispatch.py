@@ -99,3 +99,13 @@ def test_forcing_cpp_on_bfloat16_raises(monkeypatch):
     x = torch.randn(1, 2, 6, 6, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match='got torch.bfloat16'):
         depthwise_conv2d(x, torch.randn(2, 1, 3, 3, dtype=torch.bfloat16))
+
+
+def test_missing_extension_falls_back_to_torch_with_reason(monkeypatch):
+    # What a build with MMSLAK_NO_EXT=1 (or a broken extension) sees: results stay right, and the
+    # warning says why the C++ kernels are not used.
+    monkeypatch.setitem(dispatch.DWCONV_BACKENDS, 'cpp', _unavailable)
+    x, weight = torch.randn(1, 3, 7, 6), torch.randn(3, 1, 5, 3)
+    with pytest.warns(RuntimeWarning, match='from the cpp backend to torch: not built in this test'):
+        out = depthwise_conv2d(x, weight)
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, weight, padding=(2, 1), groups=3))
