@@ -139,16 +139,38 @@ MMSLAK_INLINE void copy_plane(const T* src, int64_t H, int64_t W, int64_t Wv, T*
   for (int64_t p = 0; p < H; ++p) std::copy(src + p * W, src + (p + 1) * W, dst + p * Wv);
 }
 
+// Buffers of one thread for one call, reused from plane to plane (small planes would otherwise spend
+// their time in the allocator and in clearing memory).
+template <typename T>
+struct Scratch {
+  std::vector<T> plane, boxes, mixed, row, weight, grad_rows, col_boxes;
+  std::vector<char> active, col_active;
+  std::vector<double> total;
+};
+
+// Zero-fills a buffer on its first use in a call. Every plane of a call has the same shape, so the
+// zeros a plane relies on (padding, tail lanes, cells that never see the image) are never overwritten.
+template <typename Buffer>
+MMSLAK_INLINE void prepare(Buffer& buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) != size) buffer.assign(size, 0);
+}
+
 // One (n, c) plane: y = bias + Σ_b colbox_b(Σ_a w[a, b] rowbox_a(x)), row by row.
 template <typename T>
 MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W,
-                                 T* y) {
+                                 T* y, Scratch<T>& s) {
   const int64_t L = Simd<T>::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
   const int64_t kp = round_up(k, kBlock);
   // The plane with zero tail lanes; row boxes; mixed rows T_b zero padded by K//2 on both sides;
   // weights padded to whole blocks of columns with zeros.
-  std::vector<T> plane(H * Wv, T(0)), boxes(k * Wv), mixed(kp * ld, T(0)), row(Wv), wpad(k * kp, T(0));
-  std::vector<char> active(k);
+  std::vector<T>&plane = s.plane, &boxes = s.boxes, &mixed = s.mixed, &row = s.row, &wpad = s.weight;
+  std::vector<char>& active = s.active;
+  prepare(plane, H * Wv);
+  prepare(boxes, k * Wv);
+  prepare(mixed, kp * ld);
+  prepare(row, Wv);
+  prepare(wpad, k * kp);
+  prepare(active, k);
   copy_plane(x, H, W, Wv, plane.data());
   for (int64_t a = 0; a < k; ++a) std::copy(w + a * k, w + (a + 1) * k, wpad.data() + a * kp);
   for (int64_t p = 0; p < H; ++p) {
@@ -179,17 +201,23 @@ MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid&
 // column box of the reversed cell (the adjoint of the column box of cell b).
 template <typename T>
 MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int64_t plane_stride,
-                                       const CellGrid& g, int64_t H, int64_t W, T* grad_w) {
+                                       const CellGrid& g, int64_t H, int64_t W, T* grad_w, Scratch<T>& s) {
   using S = Simd<T>;
   using V = typename S::Vec;
   const int64_t L = S::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
   const int64_t kp = round_up(k, kBlock), rows_size = H * Wv;
   // Boxes of cells beyond k' stay zero; the gradient rows are zero padded by K//2 on both sides.
-  std::vector<T> plane(H * Wv, T(0)), grad_rows(H * ld, T(0));
-  std::vector<T> row_boxes(kp * rows_size, T(0)), col_boxes(kp * rows_size, T(0));
-  std::vector<double> total(k * k, 0.0);
+  std::vector<T>&plane = s.plane, &grad_rows = s.grad_rows, &row_boxes = s.boxes, &col_boxes = s.col_boxes;
+  std::vector<double>& total = s.total;
   // Cells that see the image for some output row (column): the others have all-zero boxes.
-  std::vector<char> row_active(kp, 0), col_active(kp, 0);
+  std::vector<char>&row_active = s.active, &col_active = s.col_active;
+  prepare(plane, H * Wv);
+  prepare(grad_rows, H * ld);
+  prepare(row_boxes, kp * rows_size);
+  prepare(col_boxes, kp * rows_size);
+  total.assign(k * k, 0.0);
+  row_active.assign(kp, 0);
+  col_active.assign(kp, 0);
   for (int64_t a = 0; a < k; ++a) {
     int64_t lo, hi;
     for (int64_t p = 0; p < H; ++p) {
@@ -240,13 +268,14 @@ MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int
 #define MMSLAK_PERIPHERAL_ISA(isa, attributes)                                                          \
   template <typename T>                                                                              \
   attributes void forward_plane_##isa(const T* x, const T* w, T bias, const CellGrid& g, int64_t H,   \
-                                      int64_t W, T* y) {                                             \
-    forward_plane<T>(x, w, bias, g, H, W, y);                                                        \
+                                      int64_t W, T* y, Scratch<T>& s) {                              \
+    forward_plane<T>(x, w, bias, g, H, W, y, s);                                                     \
   }                                                                                                  \
   template <typename T>                                                                              \
   attributes void grad_weight_channel_##isa(const T* x, const T* grad, int64_t N, int64_t plane_stride, \
-                                            const CellGrid& g, int64_t H, int64_t W, T* grad_w) {    \
-    grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w);                               \
+                                            const CellGrid& g, int64_t H, int64_t W, T* grad_w,      \
+                                            Scratch<T>& s) {                                         \
+    grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w, s);                            \
   }
 
 #define MMSLAK_TARGET_AVX512 "avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"
@@ -288,18 +317,22 @@ void check_input(const at::Tensor& x, const char* name) {
 template <typename T>
 void forward_planes(const T* x, const T* w, const T* bias, const CellGrid& g, int64_t N, int64_t C, int64_t H,
                     int64_t W, T* y, Isa isa, int threads) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (int64_t plane = 0; plane < N * C; ++plane) {
-    const int64_t c = plane % C;
-    const T* wc = w + c * g.cells * g.cells;
-    const T* xp = x + plane * H * W;
-    T* yp = y + plane * H * W;
-    if (isa == Isa::kAvx512)
-      forward_plane_avx512<T>(xp, wc, bias[c], g, H, W, yp);
-    else if (isa == Isa::kAvx2)
-      forward_plane_avx2<T>(xp, wc, bias[c], g, H, W, yp);
-    else
-      forward_plane_baseline<T>(xp, wc, bias[c], g, H, W, yp);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    Scratch<T> scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t plane = 0; plane < N * C; ++plane) {
+      const int64_t c = plane % C;
+      const T* wc = w + c * g.cells * g.cells;
+      const T* xp = x + plane * H * W;
+      T* yp = y + plane * H * W;
+      if (isa == Isa::kAvx512)
+        forward_plane_avx512<T>(xp, wc, bias[c], g, H, W, yp, scratch);
+      else if (isa == Isa::kAvx2)
+        forward_plane_avx2<T>(xp, wc, bias[c], g, H, W, yp, scratch);
+      else
+        forward_plane_baseline<T>(xp, wc, bias[c], g, H, W, yp, scratch);
+    }
   }
 }
 
@@ -307,16 +340,20 @@ void forward_planes(const T* x, const T* w, const T* bias, const CellGrid& g, in
 template <typename T>
 void grad_weight_channels(const T* x, const T* grad, const CellGrid& g, int64_t N, int64_t C, int64_t H,
                           int64_t W, T* grad_w, Isa isa, int threads) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (int64_t c = 0; c < C; ++c) {
-    const int64_t start = c * H * W, stride = C * H * W;
-    T* gw = grad_w + c * g.cells * g.cells;
-    if (isa == Isa::kAvx512)
-      grad_weight_channel_avx512<T>(x + start, grad + start, N, stride, g, H, W, gw);
-    else if (isa == Isa::kAvx2)
-      grad_weight_channel_avx2<T>(x + start, grad + start, N, stride, g, H, W, gw);
-    else
-      grad_weight_channel_baseline<T>(x + start, grad + start, N, stride, g, H, W, gw);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    Scratch<T> scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t start = c * H * W, stride = C * H * W;
+      T* gw = grad_w + c * g.cells * g.cells;
+      if (isa == Isa::kAvx512)
+        grad_weight_channel_avx512<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+      else if (isa == Isa::kAvx2)
+        grad_weight_channel_avx2<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+      else
+        grad_weight_channel_baseline<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+    }
   }
 }
 
