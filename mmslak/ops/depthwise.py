@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .autocast import autocast_inputs
 from .dispatch import select_dwconv_backend
 
 MAX_KERNEL_SIDE = 151
@@ -191,7 +192,8 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -
     """Depthwise 'same' convolution, equal to ``F.conv2d(x, weight, bias, padding=(kh//2, kw//2), groups=C)``.
 
     Stride 1, dilation 1, zero padding. Differentiable in ``x``, ``weight`` and ``bias``; the result
-    has the memory format of ``x``.
+    has the memory format of ``x``. Under ``torch.autocast`` the inputs are first cast to one dtype
+    (float32 on the CPU; see :mod:`mmslak.ops.autocast`).
 
     Args:
         x (Tensor): input (N, C, H, W), contiguous or channels_last, floating point.
@@ -205,6 +207,7 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -
         ValueError: for a 3-D input, an integer dtype, a weight not (C, 1, kh, kw), a channel
             mismatch, an even or out-of-range kernel side, or a bias not (C,).
     """
+    x, weight, bias = autocast_inputs(x, weight, bias)
     _check(x, weight)
     _check_bias(x, bias)
     return _dwconv2d_forward(x, weight, bias)
@@ -233,6 +236,7 @@ def decomposed_depthwise_conv2d(x: Tensor, w_long: Tensor, w_wide: Tensor,
         ValueError: for any of the problems :func:`depthwise_conv2d` reports, or kernels whose shapes
             are not (K, n), (n, K) and (n, n).
     """
+    x, w_long, w_wide, w_small, bias = autocast_inputs(x, w_long, w_wide, w_small, bias)
     _check(x, w_long, 'w_long')
     _check(x, w_wide, 'w_wide')
     long_side, short_side = w_long.shape[2:]
