@@ -22,7 +22,7 @@ model = dict(
     backbone=dict(
         arch=dict(_delete_=True, depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
         kernel_size=(21, 17, 13, 7),
-        drop_path_rate=0.1,
+        drop_path_rate=0.,
         init_cfg=None),
     neck=dict(in_channels=stage_channels, out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
@@ -87,10 +87,11 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# Trained from scratch: no layer-wise decay (the recipe's decays assume a pretrained backbone).
+optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(decay_rate=1.0))
 max_epochs = 8
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6], gamma=0.1)
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)

@@ -1,11 +1,18 @@
 """How LargeKernelLayerDecayOptimizerConstructor groups parameters (ConvNeXt's decay rules)."""
+import importlib
+import os.path as osp
+
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope, init_default_scope
 from torch import nn
 
-import mmslak  # noqa: F401  (registers the constructor)
 from mmslak.engine.optim import LargeKernelLayerDecayOptimizerConstructor
+from mmslak.models import SLaK
+
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 
 BASE_LR = 1e-3
 BASE_WD = 0.05
@@ -139,3 +146,43 @@ def test_bad_paramwise_cfg(paramwise_cfg, message):
     with pytest.raises(ValueError, match=message):
         LargeKernelLayerDecayOptimizerConstructor(
             dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=BASE_LR)), paramwise_cfg)
+
+
+def test_slak_upernet_config_groups_by_stage():
+    """The optim_wrapper of the SLaK-T UperNet config on a real (small) SLaK: stage-wise decay 0.9."""
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'slak', 'upernet_slak-t_4xb4-160k_ade20k-512x512.py'))
+    init_default_scope(cfg.default_scope)  # built the way the Runner builds it inside mmseg's scope
+
+    class Segmentor(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = SLaK(arch=dict(depths=[1, 1, 2, 1], widths=[8, 16, 24, 32]),
+                                 kernel_size=(7, 7, 5, 5), out_indices=(0, 1, 2, 3))
+            self.decode_head = nn.Conv2d(4, 2, 1)
+
+    model = Segmentor()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    base_lr, base_wd = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay
+    groups = groups_by_param_name(optim_wrapper)
+    num_layers = cfg.optim_wrapper.paramwise_cfg.num_layers
+    for name, param in model.named_parameters():
+        if name.startswith('backbone.downsample_layers.'):
+            layer_id = 0
+        elif name.startswith('backbone.stages.'):
+            layer_id = int(name.split('.')[2]) + 1
+        else:  # the backbone's output norms and the head
+            layer_id = num_layers + 1
+        assert groups[name]['lr'] == pytest.approx(base_lr * 0.9**(num_layers + 1 - layer_id)), name
+        no_decay = param.ndim == 1  # biases, LayerNorm / BatchNorm parameters, the layer scale gamma
+        assert groups[name]['weight_decay'] == (0. if no_decay else base_wd), name
+    assert groups['backbone.stages.2.1.large_kernel.LoRA1.conv.weight']['weight_decay'] == base_wd
+    assert groups['backbone.stages.2.1.gamma']['weight_decay'] == 0.
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_registered_in_mmdet_and_mmseg_scopes(scope):
+    registry = importlib.import_module(f'{scope}.registry').OPTIM_WRAPPER_CONSTRUCTORS
+    with DefaultScope.overwrite_default_scope(scope):
+        assert registry.get('LargeKernelLayerDecayOptimizerConstructor') is \
+            LargeKernelLayerDecayOptimizerConstructor

@@ -121,7 +121,7 @@ def contrasting_fill(rng, image, mask, min_difference=40, tries=10):
 
 
 def make_scene(rng, size):
-    """One scene: image (uint8 HxWx3 BGR), objects [(shape, polygon, mask)], background mask."""
+    """One scene: the image (uint8 HxWx3 BGR) and its objects, a list of (shape, polygon, mask)."""
     image = texture(rng, size, size)
     # Clutter blobs belong to the background; objects may cover them but never each other.
     for _ in range(rng.integers(0, 3)):
