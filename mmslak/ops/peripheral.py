@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .autocast import autocast_inputs
 from .depthwise import _DEVICES, _empty_like, _like
 from .dispatch import select_backend
 
@@ -106,7 +107,8 @@ def peripheral_depthwise_conv2d(x: Tensor,
 
     Equal to ``F.conv2d(x, expand_peripheral_kernel(weight, grid), bias, padding=K // 2, groups=C)``
     to floating-point precision, borders included, at about k'² instead of K² multiply-adds per pixel.
-    Differentiable in ``x``, ``weight`` and ``bias``.
+    Differentiable in ``x``, ``weight`` and ``bias``. Under ``torch.autocast`` the inputs are first cast
+    to one dtype (float32 on the CPU; see :mod:`mmslak.ops.autocast`).
 
     Args:
         x (Tensor): input (N, C, H, W), contiguous or channels_last; the output has the same layout.
@@ -117,6 +119,7 @@ def peripheral_depthwise_conv2d(x: Tensor,
     Returns:
         Tensor: (N, C, H, W).
     """
+    x, weight, bias = autocast_inputs(x, weight, bias)
     grid = _check_inputs(x, weight, grid, bias)
     return _peripheral_forward(x, weight, grid, bias)
 

@@ -45,3 +45,13 @@ def test_float64_is_left_alone_under_autocast():
 def test_mixed_dtypes_outside_autocast_are_still_refused():
     with pytest.raises(ValueError, match='dtype and device of x'):
         depthwise_conv2d(torch.randn(1, 2, 5, 5).bfloat16(), torch.randn(2, 1, 3, 3))
+
+
+def test_cpu_autocast_peripheral_op():
+    from mmslak.ops import expand_peripheral_kernel, peripheral_depthwise_conv2d
+    grid = [3, 1, 1, 1, 3]
+    x, weight = torch.randn(1, 2, 12, 12).to(torch.bfloat16), torch.randn(2, 1, 5, 5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = peripheral_depthwise_conv2d(x, weight, grid)
+    expected = F.conv2d(x.float(), expand_peripheral_kernel(weight, grid), padding=4, groups=2)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
