@@ -6,13 +6,8 @@
 import argparse
 import os.path as osp
 
-import torch
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
-from mmslak.engine.cpu_runtime import configure_cpu_runtime
-from mmslak.utils.cli import (UserError, add_common_args, check_checkpoint, load_config,
+from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint, load_config,
                               one_line_user_errors)
 
 # The stock visualization hooks of each task and the argument naming their output directory.
@@ -53,7 +48,7 @@ def add_dump_results(cfg, out):
     cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=out)]
 
 
-def build_runner(args):
+def runner_from_args(args):
     cfg = load_config(args)
     check_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
@@ -61,18 +56,13 @@ def build_runner(args):
         enable_visualization(cfg, args.show_dir)
     if args.out:
         add_dump_results(cfg, args.out)
-    if not torch.cuda.is_available():
-        try:
-            configure_cpu_runtime(cfg, args.launcher)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise UserError(str(err)) from None
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return build_runner(cfg, args.launcher)
 
 
 def main():
     args = parse_args()
     with one_line_user_errors(osp.basename(__file__)):
-        runner = build_runner(args)
+        runner = runner_from_args(args)
     runner.test()
 
 

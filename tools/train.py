@@ -9,13 +9,8 @@ DistributedDataParallel over gloo.
 import argparse
 import os.path as osp
 
-import torch
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
-from mmslak.engine.cpu_runtime import configure_cpu_runtime
-from mmslak.utils.cli import (UserError, add_common_args, check_checkpoint, load_config,
+from mmslak.utils.cli import (add_common_args, build_runner, check_checkpoint, load_config,
                               one_line_user_errors)
 
 
@@ -30,7 +25,7 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_runner(args):
+def runner_from_args(args):
     cfg = load_config(args)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
@@ -38,23 +33,13 @@ def build_runner(args):
         check_checkpoint(args.resume, '--resume checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
     check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
-
-    if torch.cuda.is_available():
-        if args.amp:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    else:
-        try:
-            configure_cpu_runtime(cfg, args.launcher, amp=args.amp)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise UserError(str(err)) from None
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return build_runner(cfg, args.launcher, amp=args.amp)
 
 
 def main():
     args = parse_args()
     with one_line_user_errors(osp.basename(__file__)):
-        runner = build_runner(args)
+        runner = runner_from_args(args)
     runner.train()
 
 

@@ -1,9 +1,14 @@
-"""Shared plumbing of ``tools/train.py`` and ``tools/test.py``: config loading and one-line user errors."""
+"""Shared plumbing of ``tools/train.py`` and ``tools/test.py``: config loading, one-line user errors, the Runner."""
 import os.path as osp
 import sys
 from contextlib import contextmanager
 
+import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmslak.engine.cpu_runtime import configure_cpu_runtime
 
 
 class UserError(Exception):
@@ -105,3 +110,21 @@ def check_checkpoint(path, what='checkpoint'):
     """Refuse a local checkpoint path that does not exist (URLs and remote schemes are left to mmengine)."""
     if path and '://' not in path and not osp.isfile(osp.expanduser(path)):
         raise UserError(f'{what} {path} does not exist')
+
+
+def build_runner(cfg, launcher, amp=False):
+    """Fit ``cfg`` to this machine and build its Runner.
+
+    On a GPU machine ``amp`` selects mmengine's float16 ``AmpOptimWrapper``; without a GPU the run uses
+    gloo DDP and bfloat16 autocast (:func:`mmslak.engine.cpu_runtime.configure_cpu_runtime`).
+    """
+    if torch.cuda.is_available():
+        if amp:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        try:
+            configure_cpu_runtime(cfg, launcher, amp=amp)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UserError(str(err)) from None
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
