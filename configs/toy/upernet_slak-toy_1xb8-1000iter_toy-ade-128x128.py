@@ -22,7 +22,7 @@ model = dict(
     backbone=dict(
         arch=dict(_delete_=True, depths=[1, 1, 2, 1], widths=[24, 48, 96, 192]),
         kernel_size=(21, 17, 13, 7),
-        drop_path_rate=0.1,
+        drop_path_rate=0.,
         init_cfg=None),
     decode_head=dict(in_channels=stage_channels, channels=64, num_classes=num_classes),
     auxiliary_head=dict(in_channels=stage_channels[2], channels=32, num_classes=num_classes),
@@ -32,9 +32,8 @@ train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='RandomResize', scale=image_size, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
@@ -53,13 +52,14 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
-max_iters = 300
+# Trained from scratch: no layer-wise decay (the recipe's decay assumes a pretrained backbone).
+optim_wrapper = dict(optimizer=dict(lr=2e-3), paramwise_cfg=dict(decay_rate=1.0))
+max_iters = 1000
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=30, end=max_iters)
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=max_iters // 20),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=max_iters // 20, end=max_iters)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
-    logger=dict(interval=10),
+    logger=dict(interval=50),
     checkpoint=dict(interval=max_iters // 2))
