@@ -62,4 +62,6 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=50),
-    checkpoint=dict(interval=max_iters // 2))
+    checkpoint=dict(interval=max_iters // 2),
+    # Draw every test batch when tools/test.py --show-dir turns drawing on (mmseg's default: every 50th).
+    visualization=dict(interval=1))

@@ -125,10 +125,9 @@ def test_resume_continues_the_run(trained, tmp_path):
     run(osp.join('tools', 'train.py'), task.config, '--work-dir', str(tmp_path),
         '--resume', osp.join(trained('upernet'), f'iter_{max_iters // 2}.pth'))
     resumed = [record for record in logged_records(str(tmp_path)) if 'loss' in record]
-    log_interval = first_run[1]['iter'] - first_run[0]['iter']
+    # It logs exactly the iterations the first run logged after the checkpoint.
     assert [record['iter'] for record in resumed] == [
         record['iter'] for record in first_run if record['iter'] > max_iters // 2]
-    assert resumed[0]['iter'] == max_iters // 2 + log_interval
     # The learning rate continues the schedule, and the loss is that of a half-trained model, well
     # below the untrained model's loss of the first logged iterations.
     first_lr = {record['iter']: record['lr'] for record in first_run}
