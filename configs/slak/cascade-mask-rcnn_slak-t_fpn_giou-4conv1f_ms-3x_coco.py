@@ -29,3 +29,7 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='LargeKernelLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=6))
+
+# The official downstream code keeps the zeros of a sparse ImageNet checkpoint during fine-tuning; with a
+# dense checkpoint this hook warns once and training stays dense.
+custom_hooks = [dict(type='SparseFinetuneHook')]

@@ -41,3 +41,7 @@ param_scheduler = [
 # MMDetection's default 11-point interpolation.
 val_evaluator = dict(eval_mode='area')
 test_evaluator = val_evaluator
+
+# The official downstream code keeps the zeros of a sparse ImageNet checkpoint during fine-tuning; with a
+# dense checkpoint this hook warns once and training stays dense.
+custom_hooks = [dict(type='SparseFinetuneHook')]

@@ -43,3 +43,7 @@ param_scheduler = [
 # 4 GPUs x 4 images (the ade20k base loads 4 images per GPU).
 train_cfg = dict(val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=8000))
+
+# The official downstream code keeps the zeros of a sparse ImageNet checkpoint during fine-tuning; with a
+# dense checkpoint this hook warns once and training stays dense.
+custom_hooks = [dict(type='SparseFinetuneHook')]

@@ -121,3 +121,15 @@ def test_config(config):
         assert len(predictions.scores) == len(predictions.labels) == len(predictions.bboxes)
         if 'mask_head' in cfg.model.roi_head:
             assert predictions.masks.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+@pytest.mark.parametrize('config', [path for path in CONFIGS if f'{osp.sep}toy{osp.sep}' not in path],
+                         ids=config_id)
+def test_paper_configs_keep_sparse_zeros(config):
+    """The paper configs keep a sparse checkpoint's zeros (SparseFinetuneHook), buildable in their scope."""
+    from mmengine.registry import HOOKS
+    cfg = Config.fromfile(config)
+    hooks = cfg.get('custom_hooks', [])
+    assert [hook['type'] for hook in hooks] == ['SparseFinetuneHook']
+    init_default_scope(cfg.default_scope)
+    assert all(type(HOOKS.build(hook)).__name__ == hook['type'] for hook in hooks)
