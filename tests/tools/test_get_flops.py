@@ -137,3 +137,6 @@ def test_modules_can_report_the_kernels_they_expand_to():
     assert result['params'] == 12 + 18
     assert result['flops'] == 10 * 10 * (12 + 2 * 49)
     assert result['flops_nonzero'] == 10 * 10 * (12 + 2 * 9)
+    # an assumed sparsity of the weight carries over to the kernel it expands into
+    assumed = tool.count_complexity(model, torch.rand(1, 3, 10, 10), {'0.weight': 0.5, '1.weight': 0.25})
+    assert assumed['flops_nonzero'] == 10 * 10 * (12 * 0.5 + 2 * 9 * 0.25)

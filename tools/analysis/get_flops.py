@@ -17,7 +17,8 @@ The non-zero figures count only weights that are not zero:
 
 * with ``--checkpoint``, the actual weights of the checkpoint (e.g. a sparse-trained one);
 * otherwise, the weights that sparse training would mask (the config's ``SparseTrainingHook``: its
-  ``sparsity`` and ``params``; ``--sparsity`` overrides) are counted at that uniform sparsity. SLaK's
+  ``sparsity`` and ``params``; ``--sparsity`` overrides) are counted at that uniform sparsity, and so are
+  the kernels a module expands its sparse kernels into (a peripheral convolution's K x K kernel). SLaK's
   reported 30M / 5.0G for SLaK-T are such non-zero figures at 40% sparsity; the actual layer-wise
   densities of SNIP differ, so only a checkpoint gives the exact non-zero FLOPs.
 """
@@ -113,15 +114,25 @@ def count_complexity(model, inputs, nonzero_fraction=None):
                 return outputs['.'.join(parts[:end])]
         return [0, 0]
 
+    def assumed_kernel_fraction(module_name, module):
+        if nonzero_fraction is None:
+            return 1.
+        kernels = [(f'{module_name}.{name}', param.numel()) for name, param in module.named_parameters()
+                   if param.dim() == 4]
+        total = sum(numel for _, numel in kernels)
+        return sum(numel * nonzero_fraction.get(name, 1.) for name, numel in kernels) / total if total else 1.
+
     result = dict(params=0, params_nonzero=0, flops=0, flops_nonzero=0)
     expanded = set()
     for module_name, module in model.named_modules():
         if callable(getattr(module, 'complexity_kernels', None)):
             expanded.add(module_name)
             positions = output_counts(module_name)[1]
+            # Under an assumed sparsity the expanded kernels are as sparse as the kernels they expand from.
+            fraction = assumed_kernel_fraction(module_name, module)
             for kernel in module.complexity_kernels():
                 result['flops'] += positions * kernel.numel()
-                result['flops_nonzero'] += positions * int(torch.count_nonzero(kernel))
+                result['flops_nonzero'] += positions * int(torch.count_nonzero(kernel)) * fraction
     for name, param in model.named_parameters():
         result['params'] += param.numel()
         nonzero = count_nonzero(name, param)
