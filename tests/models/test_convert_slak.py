@@ -88,16 +88,20 @@ def test_check_lists_unknown_missing_and_misshapen_keys():
 
 def test_converted_checkpoint_reproduces_official_logits(tmp_path, image):
     pytest.importorskip('mmpretrain')
+    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
 
-    from mmslak.registry import MODELS
     checkpoint = official_checkpoint(tmp_path / 'official.pth')
     load_converter().main([str(tmp_path / 'official.pth'), str(tmp_path / 'converted.pth'), '--ema'])
-    classifier = MODELS.build(
-        dict(
-            type='mmpretrain.ImageClassifier',
-            backbone=dict(type='SLaK', **ARCH),
-            head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=WIDTHS[-1]))).eval()
+    # In mmpretrain's scope, as its configs build it (the classifier's default data preprocessor is
+    # mmpretrain's), whatever scope an earlier test left behind.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = MODELS.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(type='SLaK', **ARCH),
+                head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=WIDTHS[-1]))).eval()
     load_checkpoint(classifier, str(tmp_path / 'converted.pth'), strict=True)
     logits = classifier(image, mode='tensor')
     expected = official_forward(checkpoint['model_ema'], image)
