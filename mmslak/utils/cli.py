@@ -1,4 +1,5 @@
 """Shared plumbing of ``tools/train.py`` and ``tools/test.py``: config loading, one-line user errors, the Runner."""
+import argparse
 import os.path as osp
 import sys
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ def add_common_args(parser):
         'a key may be new only inside a dict with a "type" (a constructor argument)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     # torchrun passes --local-rank to old-style scripts; the value is also in $LOCAL_RANK.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=__import__('argparse').SUPPRESS)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
 
 def _lookup(node, part):

@@ -7,6 +7,7 @@ safety off (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), :func:`install_safe_checkpo
 the classes mmengine checkpoints contain, and replaces mmengine's local-file loader with one that names the
 offending class when a file holds anything else.
 """
+import importlib
 import os.path as osp
 import pickle
 import re
@@ -25,7 +26,7 @@ def mmengine_checkpoint_globals():
     multiarray_modules = []
     for name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         try:
-            multiarray_modules.append(__import__(name, fromlist=['_reconstruct']))
+            multiarray_modules.append(importlib.import_module(name))
         except ImportError:
             pass
     allowed = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_statistic, 'builtins.getattr')]
