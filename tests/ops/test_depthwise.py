@@ -178,6 +178,17 @@ def test_non_contiguous_grad_out(backend):
     torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize('view', ['channel_slice', 'transposed_hw'])
+def test_cpp_strided_input(cpp_isa, view):
+    """Inputs neither contiguous nor channels_last (a channel slice, H and W swapped) are copied to a
+    layout the kernels read; results and gradients still equal F.conv2d's."""
+    x, weights, bias = _inputs((2, 40, 9, 13), [(7, 3), (3, 7), (3, 3)])
+    x = x[:, ::2] if view == 'channel_slice' else x.transpose(2, 3)
+    weights, bias = [w[:x.shape[1]] for w in weights], bias[:x.shape[1]]
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    _check_forward_backward(x, weights, bias, _decomposed)
+
+
 def _check_with_cpp(x, weights, bias, op):
     """:func:`_check_forward_backward` with the C++ backend forced (hypothesis tests take no fixtures)."""
     try:

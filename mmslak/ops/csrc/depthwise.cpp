@@ -11,6 +11,7 @@
 //   torch.ops.mmslak_ext.dwconv2d_cpu_isa() -> 'avx512' | 'avx2' | 'none'
 #include <torch/extension.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -91,13 +92,24 @@ KernelSet<T> kernel_set(const std::vector<at::Tensor>& weights) {
   return set;
 }
 
+// The kernels gather the channels of a pixel with 32-bit indices (any strides otherwise); an input
+// whose channel stride is too large for that (planes over 2^27 pixels) is read from a channels_last
+// copy.
+at::Tensor kernel_layout(const at::Tensor& t) {
+  constexpr int64_t kMaxGatherStride = INT32_MAX / 16;
+  if (t.stride(1) <= kMaxGatherStride) return t;
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Outputs are channels_last or contiguous NCHW, the two layouts the kernels write.
 at::Tensor empty_like_layout(const at::Tensor& x) {
   return at::empty(x.sizes(), x.options().memory_format(x.suggest_memory_format()));
 }
 
-at::Tensor forward(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+at::Tensor forward(const at::Tensor& input, const std::vector<at::Tensor>& weights,
                    const std::optional<at::Tensor>& bias) {
-  const std::vector<at::Tensor> w = checked_weights(x, weights);
+  const std::vector<at::Tensor> w = checked_weights(input, weights);
+  const at::Tensor x = kernel_layout(input);
   at::Tensor b;
   if (bias.has_value()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1) &&
@@ -120,13 +132,15 @@ at::Tensor forward(const at::Tensor& x, const std::vector<at::Tensor>& weights,
   return y;
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> backward(const at::Tensor& grad_out, const at::Tensor& x,
+std::tuple<at::Tensor, std::vector<at::Tensor>> backward(const at::Tensor& grad_output,
+                                                         const at::Tensor& input,
                                                          const std::vector<at::Tensor>& weights,
                                                          bool need_input, bool need_weight) {
-  const std::vector<at::Tensor> w = checked_weights(x, weights);
-  TORCH_CHECK(grad_out.sizes() == x.sizes() && grad_out.scalar_type() == x.scalar_type() &&
-                  grad_out.device() == x.device(),
+  const std::vector<at::Tensor> w = checked_weights(input, weights);
+  TORCH_CHECK(grad_output.sizes() == input.sizes() && grad_output.scalar_type() == input.scalar_type() &&
+                  grad_output.device() == input.device(),
               "grad_out must have the shape, dtype and device of x");
+  const at::Tensor x = kernel_layout(input), grad_out = kernel_layout(grad_output);
   at::Tensor grad_x = need_input ? empty_like_layout(x) : at::empty({0}, x.options());
   std::vector<at::Tensor> grad_w;
   for (const at::Tensor& weight : w)

@@ -29,6 +29,10 @@
 namespace mmslak::dwconv::MMSLAK_DWCONV_ISA {
 namespace {
 
+// Vec<T>: one register of L = kLanes values. Besides aligned load / store / fma / add, it reads and
+// writes the first `count` lanes only (load_first / store_first, the others read as zero and are not
+// written, so tails at the end of a tensor are never touched) and gathers `count` values `stride`
+// elements apart (gather_first): channels of NCHW maps, taps of different channels' kernels.
 #if defined(MMSLAK_DWCONV_AVX512)
 constexpr int kAccumulators = 28;  // of 32 registers: the rest hold the weight and the loads
 constexpr int kMaxTileRows = 8, kMaxTileCols = 8;
@@ -41,20 +45,37 @@ struct Vec<float> {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg broadcast(float v) { return _mm512_set1_ps(v); }
   static Reg load(const float* p) { return _mm512_load_ps(p); }
   static void store(float* p, Reg v) { _mm512_store_ps(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static __mmask16 first(int count) { return __mmask16((1u << count) - 1); }
+  static Reg load_first(const float* p, int count) { return _mm512_maskz_loadu_ps(first(count), p); }
+  static void store_first(float* p, Reg v, int count) { _mm512_mask_storeu_ps(p, first(count), v); }
+  static Reg gather_first(const float* p, int stride, int count) {
+    const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(stride));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), first(count), index, p, sizeof(float));
+  }
 };
 template <>
 struct Vec<double> {
   using Reg = __m512d;
   static constexpr int kLanes = 8;
   static Reg zero() { return _mm512_setzero_pd(); }
+  static Reg broadcast(double v) { return _mm512_set1_pd(v); }
   static Reg load(const double* p) { return _mm512_load_pd(p); }
   static void store(double* p, Reg v) { _mm512_store_pd(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
+  static __mmask8 first(int count) { return __mmask8((1u << count) - 1); }
+  static Reg load_first(const double* p, int count) { return _mm512_maskz_loadu_pd(first(count), p); }
+  static void store_first(double* p, Reg v, int count) { _mm512_mask_storeu_pd(p, first(count), v); }
+  static Reg gather_first(const double* p, int stride, int count) {
+    const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+    return _mm512_mask_i32gather_pd(_mm512_setzero_pd(), first(count), index, p, sizeof(double));
+  }
 };
 #else
 constexpr int kAccumulators = 12;  // of 16 registers
@@ -68,20 +89,40 @@ struct Vec<float> {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg broadcast(float v) { return _mm256_set1_ps(v); }
   static Reg load(const float* p) { return _mm256_load_ps(p); }
   static void store(float* p, Reg v) { _mm256_store_ps(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static __m256i first(int count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static Reg load_first(const float* p, int count) { return _mm256_maskload_ps(p, first(count)); }
+  static void store_first(float* p, Reg v, int count) { _mm256_maskstore_ps(p, first(count), v); }
+  static Reg gather_first(const float* p, int stride, int count) {
+    const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(first(count)), sizeof(float));
+  }
 };
 template <>
 struct Vec<double> {
   using Reg = __m256d;
   static constexpr int kLanes = 4;
   static Reg zero() { return _mm256_setzero_pd(); }
+  static Reg broadcast(double v) { return _mm256_set1_pd(v); }
   static Reg load(const double* p) { return _mm256_load_pd(p); }
   static void store(double* p, Reg v) { _mm256_store_pd(p, v); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_pd(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm256_add_pd(a, b); }
+  static __m256i first(int count) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static Reg load_first(const double* p, int count) { return _mm256_maskload_pd(p, first(count)); }
+  static void store_first(double* p, Reg v, int count) { _mm256_maskstore_pd(p, first(count), v); }
+  static Reg gather_first(const double* p, int stride, int count) {
+    const __m128i index = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride));
+    return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, index, _mm256_castsi256_pd(first(count)), sizeof(double));
+  }
 };
 #endif
 
@@ -344,56 +385,77 @@ void weight_grad_block(const Staged<T>& x, const Staged<T>& grad, int h, int w, 
 
 // ---------------------------------------------------------------- staging
 
-// Copy channels [c0, c0 + count) of image n into the staged block; lanes >= count are zero.
+// Inputs may have any strides with (L - 1) * s.c within a 32-bit gather index; outputs are
+// channels_last (s.c == 1) or contiguous NCHW (each channel plane one run of h * w values). The
+// bindings guarantee both.
+
+// Copy channels [c0, c0 + count) of image n into the staged block; lanes >= count are zero. One
+// vector per pixel: a masked load for channels_last, a gather across the channel planes for NCHW.
 template <typename T>
 void stage_block(const T* src, const Geometry& g, Strides s, int64_t n, int64_t c0, int count,
                  const Staged<T>& dst) {
-  constexpr int L = Vec<T>::kLanes;
+  using VT = Vec<T>;
   const T* base = src + n * s.n + c0 * s.c;
   for (int64_t r = 0; r < g.h; ++r)
     for (int64_t c = 0; c < g.w; ++c) {
       const T* p = base + r * s.h + c * s.w;
-      T* q = dst.at(int(r), int(c));
-      for (int l = 0; l < L; ++l) q[l] = l < count ? p[l * s.c] : T(0);
+      VT::store(dst.at(int(r), int(c)), s.c == 1 ? VT::load_first(p, count) : VT::gather_first(p, int(s.c), count));
     }
 }
 
-// Write out[h][w][L] to channels [c0, c0 + count) of image n, adding bias[c] when given.
+// Write out[h][w][L] to channels [c0, c0 + count) of image n, adding bias[c] when given. For NCHW,
+// each channel plane is written in runs of L pixels gathered from out.
 template <typename T>
 void unstage_block(const T* out, const Geometry& g, Strides s, int64_t n, int64_t c0, int count,
                    const T* bias, T* dst) {
-  constexpr int L = Vec<T>::kLanes;
+  using VT = Vec<T>;
+  constexpr int L = VT::kLanes;
   T* base = dst + n * s.n + c0 * s.c;
-  T b[L];
-  for (int l = 0; l < L; ++l) b[l] = (bias != nullptr && l < count) ? bias[c0 + l] : T(0);
-  for (int64_t r = 0; r < g.h; ++r)
-    for (int64_t c = 0; c < g.w; ++c) {
-      T* p = base + r * s.h + c * s.w;
-      const T* q = out + (r * g.w + c) * L;
-      for (int l = 0; l < count; ++l) p[l * s.c] = q[l] + b[l];
+  if (s.c == 1) {
+    const typename VT::Reg b = bias != nullptr ? VT::load_first(bias + c0, count) : VT::zero();
+    for (int64_t r = 0; r < g.h; ++r)
+      for (int64_t c = 0; c < g.w; ++c)
+        VT::store_first(base + r * s.h + c * s.w, VT::add(VT::load(out + (r * g.w + c) * L), b), count);
+    return;
+  }
+  const int64_t pixels = g.h * g.w;
+  for (int l = 0; l < count; ++l) {
+    const typename VT::Reg b = VT::broadcast(bias != nullptr ? bias[c0 + l] : T(0));
+    T* plane = base + l * s.c;
+    for (int64_t p0 = 0; p0 < pixels; p0 += L) {
+      const int run = int(pixels - p0 < L ? pixels - p0 : L);
+      VT::store_first(plane + p0, VT::add(VT::gather_first(out + p0 * L + l, L, run), b), run);
     }
+  }
 }
 
 // Kernels rearranged per channel block ([blocks][kh * kw][L]), flipped for the input gradient.
+// allocate_kernels reserves them; prepare_block fills one block, so the threads fill them in parallel
+// (serially, rearranging the ~150k taps of a 1000-channel layer took as long as its convolution).
 template <typename T>
-bool prepare_kernels(const KernelSet<T>& kernels, int64_t channels, bool flip, T* prepared[3]) {
+bool allocate_kernels(const KernelSet<T>& kernels, int64_t channels, T* prepared[3]) {
   constexpr int L = Vec<T>::kLanes;
   const int64_t blocks = ceil_div(channels, L);
   for (int k = 0; k < kernels.count; ++k) {
-    const int kh = kernels.kh[k], kw = kernels.kw[k];
-    const int64_t taps = int64_t(kh) * kw;
+    const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
     prepared[k] = static_cast<T*>(aligned_alloc(kAlign, ceil_div(sizeof(T) * blocks * taps * L, kAlign) * kAlign));
     if (prepared[k] == nullptr) return false;
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t t = 0; t < taps; ++t) {
-        const int64_t source_tap = flip ? taps - 1 - t : t;  // flipping both axes reverses the taps
-        for (int l = 0; l < L; ++l) {
-          const int64_t c = b * L + l;
-          prepared[k][(b * taps + t) * L + l] = c < channels ? kernels.weight[k][c * taps + source_tap] : T(0);
-        }
-      }
   }
   return true;
+}
+
+template <typename T>
+void prepare_block(const KernelSet<T>& kernels, int64_t channels, bool flip, int64_t b, T* const prepared[3]) {
+  using VT = Vec<T>;
+  constexpr int L = VT::kLanes;
+  const int count = int(channels - b * L < L ? channels - b * L : L);
+  for (int k = 0; k < kernels.count; ++k) {
+    const int taps = kernels.kh[k] * kernels.kw[k];
+    const T* block = kernels.weight[k] + b * L * taps;
+    T* dst = prepared[k] + b * taps * L;
+    for (int t = 0; t < taps; ++t)  // flipping both axes reverses the taps
+      VT::store(dst + t * L, VT::gather_first(block + (flip ? taps - 1 - t : t), taps, count));
+  }
 }
 
 struct Allocations {
@@ -420,7 +482,7 @@ bool forward(const Geometry& g, const T* x, Strides xs, T* y, Strides ys, const 
   constexpr int L = Vec<T>::kLanes;
   Allocations allocations;
   T* prepared[3] = {nullptr, nullptr, nullptr};
-  const bool prepared_ok = prepare_kernels(kernels, g.c, false, prepared);
+  const bool prepared_ok = allocate_kernels(kernels, g.c, prepared);
   for (int k = 0; k < 3; ++k) allocations.data[k] = prepared[k];
   if (!prepared_ok) return false;
   const Tiling tiling = make_tiling(g.h, g.w, kernels);
@@ -432,6 +494,8 @@ bool forward(const Geometry& g, const T* x, Strides xs, T* y, Strides ys, const 
   {
     Buffer<T> staged(staged_size), out(g.h * g.w * L);
     const Staged<T> block{staged.get(), (g.w + 2 * tiling.pad_c) * L, tiling.pad_r, tiling.pad_c};
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) prepare_block(kernels, g.c, false, b, prepared);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       if (!staged.ok() || !out.ok()) {
@@ -460,11 +524,12 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
   Allocations allocations;
   T* flipped[3] = {nullptr, nullptr, nullptr};
   if (grad_x != nullptr) {
-    const bool prepared_ok = prepare_kernels(kernels, g.c, true, flipped);
+    const bool prepared_ok = allocate_kernels(kernels, g.c, flipped);
     for (int k = 0; k < 3; ++k) allocations.data[k] = flipped[k];
     if (!prepared_ok) return false;
   }
-  // Per-image partial weight gradients [n][blocks][kh * kw][L], summed over images at the end.
+  // Per-image partial weight gradients [n][blocks][kh * kw][L], summed over images at the end; each
+  // task zeroes its own slice.
   T* partial[3] = {nullptr, nullptr, nullptr};
   if (need_weight)
     for (int k = 0; k < kernels.count; ++k) {
@@ -472,7 +537,6 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
       partial[k] = static_cast<T*>(aligned_alloc(kAlign, bytes));
       allocations.data[3 + k] = partial[k];
       if (partial[k] == nullptr) return false;
-      memset(partial[k], 0, bytes);
     }
   const Tiling tiling = make_tiling(g.h, g.w, kernels);
   const int64_t staged_size = (g.h + 2 * tiling.pad_r) * (g.w + 2 * tiling.pad_c) * L;
@@ -487,6 +551,10 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
     const int64_t row_stride = (g.w + 2 * tiling.pad_c) * L;
     const Staged<T> grad_block{staged_grad.get(), row_stride, tiling.pad_r, tiling.pad_c};
     const Staged<T> x_block{staged_x.get(), row_stride, tiling.pad_r, tiling.pad_c};
+    if (grad_x != nullptr) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) prepare_block(kernels, g.c, true, b, flipped);
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       if (!staged_grad.ok() || !staged_x.ok() || !out.ok()) {
@@ -507,21 +575,27 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
       stage_block(x, g, xs, n, c0, count, x_block);
       for (int k = 0; k < kernels.count; ++k) {
         const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
+        T* slice = partial[k] + (n * blocks + b) * taps * L;
+        memset(slice, 0, taps * L * sizeof(T));
         weight_grad_block(x_block, grad_block, int(g.h), int(g.w), kernels.kh[k], kernels.kw[k],
-                          tiling.tap_rows[k], tiling.tap_cols[k], partial[k] + (n * blocks + b) * taps * L);
+                          tiling.tap_rows[k], tiling.tap_cols[k], slice);
       }
     }
+    // Sum the images' partial gradients a vector (the block's L channels) at a time, then write
+    // the lanes to the (C, kh, kw) layout.
     if (need_weight)
       for (int k = 0; k < kernels.count; ++k) {
         const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
 #pragma omp for schedule(static)
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t b = c / L, l = c % L;
-          T* dst = grad_weight[k] + c * taps;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int count = int(g.c - b * L < L ? g.c - b * L : L);
+          alignas(kAlign) T lanes[L];
           for (int64_t t = 0; t < taps; ++t) {
-            T sum = T(0);
-            for (int64_t n = 0; n < g.n; ++n) sum += partial[k][((n * blocks + b) * taps + t) * L + l];
-            dst[t] = sum;
+            typename Vec<T>::Reg sum = Vec<T>::load(partial[k] + (b * taps + t) * L);
+            for (int64_t n = 1; n < g.n; ++n)
+              sum = Vec<T>::add(sum, Vec<T>::load(partial[k] + ((n * blocks + b) * taps + t) * L));
+            Vec<T>::store(lanes, sum);
+            for (int l = 0; l < count; ++l) grad_weight[k][(b * L + l) * taps + t] = lanes[l];
           }
         }
       }
