@@ -3,26 +3,15 @@
 # with the ConvNeXt-style AdamW and layer-wise lr decay; the official SLaK release ships no VOC config.
 # Reported result: none that our design notes record (shared/DESIGN.md lists no VOC number for SLaK);
 # this config is the suite's own VOC baseline, to be filled in from a real run.
-_base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
+_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py', '../_base_/models/slak-t.py']
 custom_imports = dict(imports=['mmslak'], allow_failed_imports=False)
 
-# ImageNet weights converted with tools/model_converters/slak2mmslak.py (see the README quick start).
-checkpoint_file = 'checkpoints/slak-t_in1k.pth'
-# Stage widths: SLaK.arch_settings['tiny'] widths times the default width_factor 1.3.
-stage_channels = [int(width * 1.3) for width in (96, 192, 384, 768)]
+# SLaK-T with the downstream recipe, its ImageNet checkpoint and stage widths: configs/_base_/models/slak-t.py.
+checkpoint_file = {{_base_.slak_t_checkpoint}}
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='SLaK',
-        arch='tiny',
-        kernel_size=(51, 49, 47, 13),
-        drop_path_rate=0.4,
-        layer_scale_init_value=1.0,
-        out_indices=(0, 1, 2, 3),
-        gap_before_final_norm=False,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
-    neck=dict(in_channels=stage_channels))
+    backbone={{_base_.slak_t_backbone}},
+    neck=dict(in_channels={{_base_.slak_t_channels}}))
 
 optim_wrapper = dict(
     _delete_=True,
@@ -41,7 +30,3 @@ param_scheduler = [
 # MMDetection's default 11-point interpolation.
 val_evaluator = dict(eval_mode='area')
 test_evaluator = val_evaluator
-
-# The official downstream code keeps the zeros of a sparse ImageNet checkpoint during fine-tuning; with a
-# dense checkpoint this hook warns once and training stays dense.
-custom_hooks = [dict(type='SparseFinetuneHook')]

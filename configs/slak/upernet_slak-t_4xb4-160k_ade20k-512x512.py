@@ -2,30 +2,20 @@
 # Reported in the SLaK paper (ICLR 2023): 47.6 mIoU.
 _base_ = [
     'mmseg::_base_/models/upernet_convnext.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/models/slak-t.py'
 ]
 custom_imports = dict(imports=['mmslak'], allow_failed_imports=False)
 
-# ImageNet weights converted with tools/model_converters/slak2mmslak.py (see the README quick start).
-checkpoint_file = 'checkpoints/slak-t_in1k.pth'
-# Stage widths: SLaK.arch_settings['tiny'] widths times the default width_factor 1.3.
-stage_channels = [int(width * 1.3) for width in (96, 192, 384, 768)]
+# SLaK-T with the downstream recipe, its ImageNet checkpoint and stage widths: configs/_base_/models/slak-t.py.
+checkpoint_file = {{_base_.slak_t_checkpoint}}
 crop_size = (512, 512)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        _delete_=True,
-        type='SLaK',
-        arch='tiny',
-        kernel_size=(51, 49, 47, 13),
-        drop_path_rate=0.4,
-        layer_scale_init_value=1.0,
-        out_indices=(0, 1, 2, 3),
-        gap_before_final_norm=False,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
-    decode_head=dict(in_channels=stage_channels, num_classes=150),
-    auxiliary_head=dict(in_channels=stage_channels[2], num_classes=150),
+    backbone={{_base_.slak_t_backbone}},
+    decode_head=dict(in_channels={{_base_.slak_t_channels}}, num_classes=150),
+    auxiliary_head=dict(in_channels={{_base_.slak_t_channels_stage3}}, num_classes=150),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 optim_wrapper = dict(
@@ -43,7 +33,3 @@ param_scheduler = [
 # 4 GPUs x 4 images (the ade20k base loads 4 images per GPU).
 train_cfg = dict(val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=8000))
-
-# The official downstream code keeps the zeros of a sparse ImageNet checkpoint during fine-tuning; with a
-# dense checkpoint this hook warns once and training stays dense.
-custom_hooks = [dict(type='SparseFinetuneHook')]

@@ -4,7 +4,7 @@
 # recipe (4conv1fc GIoU box heads, layer-wise lr decay) with a smaller model, small images and a short
 # schedule:
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
-# No paper result applies; the reached box and mask AP are in docs/quickstart.md.
+# No paper result applies; the reached box and mask AP are in README.md (Quick start).
 _base_ = '../slak/cascade-mask-rcnn_slak-t_fpn_giou-4conv1f_ms-3x_coco.py'
 
 data_root = 'data/toy/coco/'

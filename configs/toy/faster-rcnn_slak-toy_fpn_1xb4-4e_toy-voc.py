@@ -2,7 +2,7 @@
 # of textured circles, squares and triangles, see tools/dataset_converters/make_toy_data.py); trains in a few
 # minutes on 2 CPU cores. It is the SLaK-T VOC recipe with a smaller model, small images and a short schedule:
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
-# No paper result applies; the reached mAP is in docs/quickstart.md.
+# No paper result applies; the reached mAP is in README.md (Quick start).
 _base_ = '../slak/faster-rcnn_slak-t_fpn_1x_voc0712.py'
 
 data_root = 'data/toy/voc/'

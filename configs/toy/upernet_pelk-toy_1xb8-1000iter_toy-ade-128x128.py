@@ -2,7 +2,7 @@
 # kernel sizes. The 21 and 17 kernels of the first two stages are peripheral (shared cells outside a 5x5
 # centre); the smaller ones are dense (PeLK's dense_max_kernel=13).
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
-# No paper result applies; the reached metrics are in docs/quickstart.md.
+# No paper result applies; the reached metrics are in README.md (Quick start).
 _base_ = './upernet_slak-toy_1xb8-1000iter_toy-ade-128x128.py'
 
 model = dict(backbone=dict(type='PeLK'))

@@ -2,7 +2,7 @@
 # and triangles, see tools/dataset_converters/make_toy_data.py); trains in a few minutes on 2 CPU cores.
 # It is the SLaK-T ADE20K recipe with a smaller backbone and head, small images and a short schedule:
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
-# No paper result applies; the reached mIoU is in docs/quickstart.md.
+# No paper result applies; the reached mIoU is in README.md (Quick start).
 _base_ = '../slak/upernet_slak-t_4xb4-160k_ade20k-512x512.py'
 
 data_root = 'data/toy/ade'
