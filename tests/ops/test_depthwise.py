@@ -278,3 +278,14 @@ def test_decomposed_bad_shapes_raise_value_error():
 def test_module_rejects_even_kernel():
     with pytest.raises(ValueError, match='odd'):
         LargeKernelDepthwiseConv2d(4, 4)
+
+
+def test_cpp_raw_op_checks_shapes(cpp_isa):
+    """The extension's own op refuses a wrong bias or weight instead of reading past it."""
+    from mmslak.ops import cpu
+    cpu.load_extension()
+    x, weight = torch.randn(1, 40, 8, 8), torch.randn(40, 1, 3, 3)
+    with pytest.raises(RuntimeError, match=r'bias must be \(C,\)'):
+        torch.ops.mmslak_ext.dwconv2d_forward(x, [weight], torch.randn(1))
+    with pytest.raises(RuntimeError, match='weights must be'):
+        torch.ops.mmslak_ext.dwconv2d_backward(x, x, [weight[:39]], True, True)

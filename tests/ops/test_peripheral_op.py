@@ -247,3 +247,14 @@ def test_custom_op_registration():
     weight = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.mmslak.peripheral_dwconv2d.default, (x, weight, [1, 3, 1], bias))
+
+
+def test_cpp_raw_op_checks_bias():
+    """The extension's own op refuses a bias that is not (C,) instead of reading past it."""
+    try:
+        PERIPHERAL_BACKENDS['cpp']()
+    except ImportError as error:
+        pytest.skip(f'cpp backend unavailable: {error}')
+    x, weight = torch.randn(1, 40, 8, 8), torch.randn(40, 1, 3, 3)
+    with pytest.raises(RuntimeError, match=r'bias must be \(C,\) = \(40,\)'):
+        torch.ops.mmslak_ext.peripheral_forward(x, weight, [3, 1, 3], torch.randn(1))

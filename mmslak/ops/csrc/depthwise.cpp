@@ -74,7 +74,8 @@ std::vector<at::Tensor> checked_weights(const at::Tensor& x, const std::vector<a
     TORCH_CHECK(w.dim() == 4 && w.size(0) == x.size(1) && w.size(1) == 1,
                 "weights must be (C, 1, kh, kw) with C = ", x.size(1), ", got ", w.sizes());
     TORCH_CHECK(w.size(2) % 2 == 1 && w.size(3) % 2 == 1, "kernel sides must be odd, got ", w.sizes());
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "weights must have the dtype of x");
+    TORCH_CHECK(w.scalar_type() == x.scalar_type() && w.device() == x.device(),
+                "weights must have the dtype and device of x");
     result.push_back(w.contiguous());
   }
   return result;
@@ -113,8 +114,8 @@ at::Tensor forward(const at::Tensor& input, const std::vector<at::Tensor>& weigh
   at::Tensor b;
   if (bias.has_value()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1) &&
-                    bias->scalar_type() == x.scalar_type(),
-                "bias must be (C,) with the dtype of x");
+                    bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
+                "bias must be (C,) with the dtype and device of x");
     b = bias->contiguous();
   }
   at::Tensor y = empty_like_layout(x);

@@ -364,6 +364,10 @@ at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_i
   const int64_t N = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   TORCH_CHECK(weight_in.sizes() == at::IntArrayRef({C, 1, g.cells, g.cells}),
               "weight must be (C, 1, k', k') matching x and grid, got ", weight_in.sizes());
+  TORCH_CHECK(weight_in.device() == x_in.device(), "weight must be on the device of x");
+  TORCH_CHECK(!bias_in.has_value() ||
+                  (bias_in->dim() == 1 && bias_in->size(0) == C && bias_in->device() == x_in.device()),
+              "bias must be (C,) = (", C, ",) on the device of x");
   const at::Tensor x = x_in.contiguous();
   const at::Tensor weight = weight_in.to(x.scalar_type()).contiguous();
   const at::Tensor bias = bias_in.has_value() ? bias_in->to(x.scalar_type()).contiguous()
