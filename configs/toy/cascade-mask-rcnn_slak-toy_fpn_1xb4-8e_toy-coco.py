@@ -13,6 +13,10 @@ num_classes = len(metainfo['classes'])
 # Small SLaK: ConvNeXt-like widths before SLaK's width_factor 1.3.
 stage_channels = [int(width * 1.3) for width in (24, 48, 96, 192)]
 fpn_channels = 64
+# The box heads' 4 convs on 7x7 RoIs dominate a toy iteration: 32 channels and 64 sampled RoIs per image
+# (the scenes hold a handful of objects) keep a run to a few minutes.
+head_channels = 32
+rois_per_image = 64
 image_size = (128, 128)
 
 # The three cascade stages differ in their box coder's target stds and their IoU thresholds.
@@ -34,7 +38,7 @@ model = dict(
                 num_shared_convs=4,
                 num_shared_fcs=1,
                 in_channels=fpn_channels,
-                conv_out_channels=fpn_channels,
+                conv_out_channels=head_channels,
                 fc_out_channels=256,
                 roi_feat_size=7,
                 num_classes=num_classes,
@@ -54,7 +58,7 @@ model = dict(
                 assigner=dict(
                     type='MaxIoUAssigner', pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou,
                     match_low_quality=False, ignore_iof_thr=-1),
-                sampler=dict(type='RandomSampler', num=128, pos_fraction=0.25, neg_pos_ub=-1,
+                sampler=dict(type='RandomSampler', num=rois_per_image, pos_fraction=0.25, neg_pos_ub=-1,
                              add_gt_as_proposals=True),
                 mask_size=28,
                 pos_weight=-1,

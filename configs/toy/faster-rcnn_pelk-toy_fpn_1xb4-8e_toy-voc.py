@@ -3,6 +3,6 @@
 # centre); the smaller ones are dense (PeLK's dense_max_kernel=13).
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
 # No paper result applies; the reached metrics are in README.md (Quick start).
-_base_ = './faster-rcnn_slak-toy_fpn_1xb4-4e_toy-voc.py'
+_base_ = './faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py'
 
 model = dict(backbone=dict(type='PeLK'))
