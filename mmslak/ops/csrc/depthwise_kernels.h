@@ -131,6 +131,11 @@ constexpr int64_t kAlign = 64;
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline int imax(int a, int b) { return a > b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// How many of the `total` values from `first` on fit in one vector of L lanes.
+template <typename T>
+int lanes_from(int64_t first, int64_t total) {
+  return int(total - first < Vec<T>::kLanes ? total - first : Vec<T>::kLanes);
+}
 
 // A 64-byte aligned, zero-initialised scratch array.
 template <typename T>
@@ -423,7 +428,7 @@ void unstage_block(const T* out, const Geometry& g, Strides s, int64_t n, int64_
     const typename VT::Reg b = VT::broadcast(bias != nullptr ? bias[c0 + l] : T(0));
     T* plane = base + l * s.c;
     for (int64_t p0 = 0; p0 < pixels; p0 += L) {
-      const int run = int(pixels - p0 < L ? pixels - p0 : L);
+      const int run = lanes_from<T>(p0, pixels);
       VT::store_first(plane + p0, VT::add(VT::gather_first(out + p0 * L + l, L, run), b), run);
     }
   }
@@ -448,7 +453,7 @@ template <typename T>
 void prepare_block(const KernelSet<T>& kernels, int64_t channels, bool flip, int64_t b, T* const prepared[3]) {
   using VT = Vec<T>;
   constexpr int L = VT::kLanes;
-  const int count = int(channels - b * L < L ? channels - b * L : L);
+  const int count = lanes_from<T>(b * L, channels);
   for (int k = 0; k < kernels.count; ++k) {
     const int taps = kernels.kh[k] * kernels.kw[k];
     const T* block = kernels.weight[k] + b * L * taps;
@@ -504,7 +509,7 @@ bool forward(const Geometry& g, const T* x, Strides xs, T* y, Strides ys, const 
         continue;
       }
       const int64_t n = task / blocks, b = task % blocks, c0 = b * L;
-      const int count = int(g.c - c0 < L ? g.c - c0 : L);
+      const int count = lanes_from<T>(c0, g.c);
       BlockKernel<T> block_kernel[3];
       block_kernels(kernels, prepared, b, block_kernel);
       stage_block(x, g, xs, n, c0, count, block);
@@ -563,7 +568,7 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
         continue;
       }
       const int64_t n = task / blocks, b = task % blocks, c0 = b * L;
-      const int count = int(g.c - c0 < L ? g.c - c0 : L);
+      const int count = lanes_from<T>(c0, g.c);
       stage_block(grad_out, g, gs, n, c0, count, grad_block);
       if (grad_x != nullptr) {
         BlockKernel<T> block_kernel[3];
@@ -588,7 +593,7 @@ bool backward(const Geometry& g, const T* grad_out, Strides gs, const T* x, Stri
         const int64_t taps = int64_t(kernels.kh[k]) * kernels.kw[k];
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
-          const int count = int(g.c - b * L < L ? g.c - b * L : L);
+          const int count = lanes_from<T>(b * L, g.c);
           alignas(kAlign) T lanes[L];
           for (int64_t t = 0; t < taps; ++t) {
             typename Vec<T>::Reg sum = Vec<T>::load(partial[k] + (b * taps + t) * L);
