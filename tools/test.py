@@ -7,8 +7,8 @@ import argparse
 import os.path as osp
 
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
-from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint, load_config,
-                              one_line_user_errors)
+from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint, close_process_group,
+                              load_config, one_line_user_errors)
 
 # The stock visualization hooks of each task and the argument naming their output directory.
 VISUALIZATION_HOOKS = {
@@ -64,6 +64,7 @@ def main():
     with one_line_user_errors(osp.basename(__file__)):
         runner = runner_from_args(args)
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':
