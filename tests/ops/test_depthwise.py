@@ -180,8 +180,8 @@ def test_non_contiguous_grad_out(backend):
 
 @pytest.mark.parametrize('view', ['channel_slice', 'transposed_hw'])
 def test_cpp_strided_input(cpp_isa, view):
-    """Inputs neither contiguous nor channels_last (a channel slice, H and W swapped) are copied to a
-    layout the kernels read; results and gradients still equal F.conv2d's."""
+    """Inputs neither contiguous nor channels_last (a channel slice, H and W swapped) are read with
+    their own strides; results and gradients equal F.conv2d's."""
     x, weights, bias = _inputs((2, 40, 9, 13), [(7, 3), (3, 7), (3, 3)])
     x = x[:, ::2] if view == 'channel_slice' else x.transpose(2, 3)
     weights, bias = [w[:x.shape[1]] for w in weights], bias[:x.shape[1]]
