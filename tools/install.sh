@@ -15,7 +15,6 @@ CACHE=${MMSLAK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmslak}
 PYTHON=${PYTHON:-python3.11}
 TORCH_SPEC=${MMSLAK_TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 MMCV_VERSION=2.1.0
-MMCV_SDIST_URL="https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz"
 MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 
 START=$SECONDS
@@ -48,9 +47,13 @@ else
     echo "  why: PyPI has no mmcv $MMCV_VERSION wheel for this torch; the result is cached in $WHEEL_DIR"
     BUILD=$(mktemp -d)
     trap 'rm -rf "$BUILD"' EXIT
-    curl -fsSL "$MMCV_SDIST_URL" -o "$BUILD/mmcv.tar.gz"
-    echo "$MMCV_SDIST_SHA256  $BUILD/mmcv.tar.gz" | sha256sum -c --quiet
-    tar -xzf "$BUILD/mmcv.tar.gz" -C "$BUILD"
+    # pip fetches the sdist, so a configured index, mirror or proxy (pip.conf, PIP_INDEX_URL) is honoured;
+    # the checksum still pins the exact file. --no-build-isolation: pip prepares the sdist's metadata with
+    # the setuptools installed above instead of fetching another one.
+    "$PY" -m pip download -q --no-binary :all: --no-deps --no-build-isolation --dest "$BUILD" "mmcv==$MMCV_VERSION"
+    SDIST="$BUILD/mmcv-$MMCV_VERSION.tar.gz"
+    echo "$MMCV_SDIST_SHA256  $SDIST" | sha256sum -c --quiet
+    tar -xzf "$SDIST" -C "$BUILD"
     SRC="$BUILD/mmcv-$MMCV_VERSION"
     # torch >= 2.14 needs C++20 (ATen uses it); mmcv 2.1.0 hard-codes -std=c++17.
     if "$PY" -c 'import sys, torch; sys.exit(0 if tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])) >= (2, 14) else 1)'; then
