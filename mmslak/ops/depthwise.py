@@ -8,101 +8,118 @@ an order of magnitude slower than its forward for such kernels, so the ops here 
 ``torch.library`` custom ops (``mmslak::dwconv2d_forward``/``_backward`` and
 ``mmslak::decomposed_dwconv2d_forward``/``_backward``, with fake kernels for ``torch.compile`` and
 registered autograd), and their CPU and CUDA kernels run the backend picked by
-:mod:`mmslak.ops.dispatch`: the C++ CPU kernels, the Triton kernels, or PyTorch.
+:mod:`mmslak.ops.dispatch` from :data:`DWCONV_BACKENDS`: the C++ CPU kernels, the Triton kernels, or
+PyTorch.
 """
 import math
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .autocast import autocast_inputs
-from .dispatch import select_dwconv_backend
+from .common import (OP_DEVICES, check_bias, check_input, check_kernel_sides, check_weight,
+                     empty_in_layout_of, in_layout_of)
+from .dispatch import run_op
 
-MAX_KERNEL_SIDE = 151
-_DEVICES = ('cpu', 'cuda')
+# ----------------------------------------------------------------------------- backends
+
+
+class DwconvBackend(NamedTuple):
+    """The functions a backend of the depthwise family provides.
+
+    * ``supports(x, *weights) -> (bool, reason)``;
+    * ``forward(x, weight, bias) -> y``, equal to
+      ``F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=C)`` for x (N, C, H, W) contiguous
+      or channels_last, weight (C, 1, kh, kw) with kh, kw odd in 1..151, bias (C,) or None;
+    * ``backward(grad_out, x, weight, need_input, need_weight) -> (grad_x or None, grad_w or None)``;
+    * ``decomposed_forward(x, w_long, w_wide, w_small, bias) -> y``, the sum of the 'same' depthwise
+      convolutions with kernels (K, n), (n, K) and optionally (n, n) (``w_small`` may be None);
+    * ``decomposed_backward(grad_out, x, w_long, w_wide, w_small, need_input, need_weight) ->
+      (grad_x, g_long, g_wide, g_small)`` (``g_small`` None when ``w_small`` is None).
+
+    The gradient of the bias is ``grad_out.sum((0, 2, 3))``, computed here for every backend. The C++
+    (:mod:`mmslak.ops.cpu`), Triton (:mod:`mmslak.ops.triton.dwconv`, names prefixed ``triton_``) and
+    PyTorch (:mod:`mmslak.ops.reference`) modules provide these functions.
+    """
+    supports: Callable
+    forward: Callable
+    backward: Callable
+    decomposed_forward: Callable
+    decomposed_backward: Callable
+
+
+def _from_module(module, prefix=''):
+    return DwconvBackend(*(getattr(module, prefix + name) for name in (
+        'supports', 'dwconv2d_forward', 'dwconv2d_backward', 'decomposed_forward',
+        'decomposed_backward')))
+
+
+def _load_cpp() -> DwconvBackend:
+    from . import cpu
+    cpu.load_extension()
+    return _from_module(cpu)
+
+
+def _load_triton() -> DwconvBackend:
+    try:
+        from .triton import dwconv
+    except ImportError as error:
+        raise ImportError(f'mmslak.ops.triton.dwconv cannot be imported ({error})') from error
+    return _from_module(dwconv, 'triton_')
+
+
+def _load_torch() -> DwconvBackend:
+    from . import reference
+    return _from_module(reference)
+
+
+# Backend name to loader, for :mod:`mmslak.ops.dispatch`.
+DWCONV_BACKENDS = {'cpp': _load_cpp, 'triton': _load_triton, 'torch': _load_torch}
+
+
+def _run(call_name: str, call: Callable[[DwconvBackend], object], x: Tensor, *weights: Optional[Tensor]):
+    return run_op('depthwise_conv2d', DWCONV_BACKENDS, call_name, call, x,
+                  *(w for w in weights if w is not None))
 
 
 def _check(x: Tensor, weight: Tensor, name: str = 'weight'):
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f'x must be a 4-D tensor (N, C, H, W), got {shape}')
-    if not x.is_floating_point():
-        raise ValueError(f'x must be a floating-point tensor, got {x.dtype}')
-    channels = x.shape[1]
-    if not isinstance(weight, Tensor) or weight.dim() != 4 or weight.shape[1] != 1:
-        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f'{name} must have shape (C, 1, kh, kw), got {shape}')
-    if weight.shape[0] != channels:
-        raise ValueError(f'{name} has {weight.shape[0]} channels but x has {channels}: a depthwise '
-                         f'weight must have shape (C, 1, kh, kw) with C = x.shape[1]')
-    kernel = tuple(weight.shape[2:])
-    if any(side % 2 == 0 or not 1 <= side <= MAX_KERNEL_SIDE for side in kernel):
-        raise ValueError(f'{name} kernel sides must be odd and in 1..{MAX_KERNEL_SIDE} for a "same" '
-                         f'convolution, got {kernel}')
-    if weight.dtype != x.dtype or weight.device != x.device:
-        raise ValueError(f'{name} must have the dtype and device of x ({x.dtype}, {x.device}), got '
-                         f'{weight.dtype}, {weight.device}')
-
-
-def _check_bias(x: Tensor, bias: Optional[Tensor]):
-    if bias is None:
-        return
-    if not isinstance(bias, Tensor) or tuple(bias.shape) != (x.shape[1], ):
-        shape = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-        raise ValueError(f'bias must have shape ({x.shape[1]},), got {shape}')
-    if bias.dtype != x.dtype or bias.device != x.device:
-        raise ValueError(f'bias must have the dtype and device of x ({x.dtype}, {x.device}), got '
-                         f'{bias.dtype}, {bias.device}')
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    """channels_last when x is laid out so (and not also plain contiguous), else contiguous."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _like(x: Tensor, result: Tensor) -> Tensor:
-    """``result`` in the memory format of ``x``: the layout the fake kernels promise."""
-    return result.contiguous(memory_format=_memory_format(x))
-
-
-def _empty_like(x: Tensor) -> Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    check_input(x)
+    check_weight(x, weight, name, '(C, 1, kh, kw)')
+    check_kernel_sides(weight.shape[2:], f'{name} kernel')
 
 
 def _grad_or_empty(needed: bool, grad: Optional[Tensor], like: Tensor) -> Tensor:
     """Custom ops return tensors, so a gradient that was not asked for is an empty tensor."""
-    return _like(like, grad) if needed else like.new_empty(0)
+    return in_layout_of(like, grad) if needed else like.new_empty(0)
 
 
 # ----------------------------------------------------------------------------- single kernel
 
 
-@torch.library.custom_op('mmslak::dwconv2d_forward', mutates_args=(), device_types=_DEVICES)
+@torch.library.custom_op('mmslak::dwconv2d_forward', mutates_args=(), device_types=OP_DEVICES)
 def _dwconv2d_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    _, backend = select_dwconv_backend(x, weight)
-    return _like(x, backend.forward(x, weight, bias))
+    return in_layout_of(x, _run('forward', lambda backend: backend.forward(x, weight, bias), x, weight))
 
 
 @_dwconv2d_forward.register_fake
 def _(x, weight, bias):
-    return _empty_like(x)
+    return empty_in_layout_of(x)
 
 
-@torch.library.custom_op('mmslak::dwconv2d_backward', mutates_args=(), device_types=_DEVICES)
+@torch.library.custom_op('mmslak::dwconv2d_backward', mutates_args=(), device_types=OP_DEVICES)
 def _dwconv2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor, need_input: bool,
                        need_weight: bool) -> Tuple[Tensor, Tensor]:
-    _, backend = select_dwconv_backend(x, weight)
-    grad_x, grad_w = backend.backward(grad_out, x, weight, need_input, need_weight)
+    grad_x, grad_w = _run(f'backward{(need_input, need_weight)}',
+                          lambda backend: backend.backward(grad_out, x, weight, need_input, need_weight),
+                          x, weight)
     return _grad_or_empty(need_input, grad_x, x), _grad_or_empty(need_weight, grad_w, weight)
 
 
 @_dwconv2d_backward.register_fake
 def _(grad_out, x, weight, need_input, need_weight):
-    return (_empty_like(x) if need_input else x.new_empty(0),
+    return (empty_in_layout_of(x) if need_input else x.new_empty(0),
             torch.empty_like(weight) if need_weight else weight.new_empty(0))
 
 
@@ -129,28 +146,30 @@ _dwconv2d_forward.register_autograd(_dwconv2d_autograd, setup_context=_dwconv2d_
 
 
 @torch.library.custom_op('mmslak::decomposed_dwconv2d_forward', mutates_args=(),
-                         device_types=_DEVICES)
+                         device_types=OP_DEVICES)
 def _decomposed_forward(x: Tensor, w_long: Tensor, w_wide: Tensor, w_small: Optional[Tensor],
                         bias: Optional[Tensor]) -> Tensor:
-    weights = [w for w in (w_long, w_wide, w_small) if w is not None]
-    _, backend = select_dwconv_backend(x, *weights)
-    return _like(x, backend.decomposed_forward(x, w_long, w_wide, w_small, bias))
+    return in_layout_of(x, _run(
+        'decomposed_forward',
+        lambda backend: backend.decomposed_forward(x, w_long, w_wide, w_small, bias),
+        x, w_long, w_wide, w_small))
 
 
 @_decomposed_forward.register_fake
 def _(x, w_long, w_wide, w_small, bias):
-    return _empty_like(x)
+    return empty_in_layout_of(x)
 
 
 @torch.library.custom_op('mmslak::decomposed_dwconv2d_backward', mutates_args=(),
-                         device_types=_DEVICES)
+                         device_types=OP_DEVICES)
 def _decomposed_backward(grad_out: Tensor, x: Tensor, w_long: Tensor, w_wide: Tensor,
                          w_small: Optional[Tensor], need_input: bool,
                          need_weight: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    weights = [w for w in (w_long, w_wide, w_small) if w is not None]
-    _, backend = select_dwconv_backend(x, *weights)
-    grad_x, g_long, g_wide, g_small = backend.decomposed_backward(grad_out, x, w_long, w_wide,
-                                                                  w_small, need_input, need_weight)
+    grad_x, g_long, g_wide, g_small = _run(
+        f'decomposed_backward{(need_input, need_weight)}',
+        lambda backend: backend.decomposed_backward(grad_out, x, w_long, w_wide, w_small, need_input,
+                                                    need_weight),
+        x, w_long, w_wide, w_small)
     need_small = need_weight and w_small is not None
     return (_grad_or_empty(need_input, grad_x, x), _grad_or_empty(need_weight, g_long, w_long),
             _grad_or_empty(need_weight, g_wide, w_wide),
@@ -160,7 +179,7 @@ def _decomposed_backward(grad_out: Tensor, x: Tensor, w_long: Tensor, w_wide: Te
 @_decomposed_backward.register_fake
 def _(grad_out, x, w_long, w_wide, w_small, need_input, need_weight):
     need_small = need_weight and w_small is not None
-    return (_empty_like(x) if need_input else x.new_empty(0),
+    return (empty_in_layout_of(x) if need_input else x.new_empty(0),
             torch.empty_like(w_long) if need_weight else w_long.new_empty(0),
             torch.empty_like(w_wide) if need_weight else w_wide.new_empty(0),
             torch.empty_like(w_small) if need_small else w_long.new_empty(0))
@@ -209,7 +228,7 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -
     """
     x, weight, bias = autocast_inputs(x, weight, bias)
     _check(x, weight)
-    _check_bias(x, bias)
+    check_bias(x, bias)
     return _dwconv2d_forward(x, weight, bias)
 
 
@@ -249,7 +268,7 @@ def decomposed_depthwise_conv2d(x: Tensor, w_long: Tensor, w_wide: Tensor,
         if tuple(w_small.shape[2:]) != (short_side, short_side):
             raise ValueError(f'w_small must be (n, n) = {(short_side, short_side)} with n the short '
                              f'side of w_long, got {tuple(w_small.shape[2:])}')
-    _check_bias(x, bias)
+    check_bias(x, bias)
     return _decomposed_forward(x, w_long, w_wide, w_small, bias)
 
 
@@ -268,9 +287,7 @@ class LargeKernelDepthwiseConv2d(nn.Module):
     def __init__(self, channels: int, kernel_size, bias: bool = False):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        if any(side % 2 == 0 or not 1 <= side <= MAX_KERNEL_SIDE for side in (kh, kw)):
-            raise ValueError(f'kernel_size sides must be odd and in 1..{MAX_KERNEL_SIDE}, got '
-                             f'{kernel_size}')
+        check_kernel_sides((kh, kw), 'kernel_size')
         if channels < 1:
             raise ValueError(f'channels must be positive, got {channels}')
         self.channels = channels

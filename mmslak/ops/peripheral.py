@@ -18,20 +18,21 @@ weight (the adjoint of a correlation is the correlation with the flipped kernel)
 respect to ``w[a, b]`` is ``Σ R_a · G_b`` where ``G_b`` is the column box of the output gradient for the
 reversed cell: again k'² multiply-adds per pixel.
 
-Backends (picked per call by :func:`mmslak.ops.dispatch.select_backend`): C++ CPU kernels in
+Backends (:data:`PERIPHERAL_BACKENDS`, picked per call by :mod:`mmslak.ops.dispatch`): C++ CPU kernels in
 ``mmslak._ext`` (float32/float64, OpenMP over planes, AVX-512 or AVX2 along W), Triton kernels for CUDA tensors (:mod:`mmslak.ops.triton.peripheral`),
 and the PyTorch implementation of the same algorithm below (cumulative sums accumulated in float64,
 so no precision is lost to cancellation), which is also the fallback.
 """
-from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .autocast import autocast_inputs
-from .depthwise import _DEVICES, _empty_like, _like
-from .dispatch import select_backend
+from .common import (OP_DEVICES, check_bias, check_input, check_weight, empty_in_layout_of,
+                     in_layout_of)
+from .dispatch import run_op
 
 __all__ = ['peripheral_depthwise_conv2d', 'expand_peripheral_kernel']
 
@@ -81,21 +82,10 @@ def expand_peripheral_kernel(weight: Tensor, grid: Sequence[int]) -> Tensor:
 
 
 def _check_inputs(x: Tensor, weight: Tensor, grid: Sequence[int], bias: Optional[Tensor]) -> List[int]:
-    if x.dim() != 4:
-        raise ValueError(f'x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}')
-    if not x.is_floating_point():
-        raise ValueError(f'x must be a floating-point tensor, got {x.dtype}')
+    check_input(x)
     cells = _check_weight_shape(weight)
-    if weight.shape[0] != x.shape[1]:
-        raise ValueError(f'weight has {weight.shape[0]} channels but x has {x.shape[1]}: weight must be '
-                         f"(C, 1, k', k') with C = x.shape[1]")
-    if weight.dtype != x.dtype or weight.device != x.device:
-        raise ValueError(f'weight must have the dtype and device of x ({x.dtype}, {x.device}), got '
-                         f'{weight.dtype}, {weight.device}')
-    if bias is not None and (tuple(bias.shape) != (x.shape[1], ) or bias.dtype != x.dtype
-                             or bias.device != x.device):
-        raise ValueError(f'bias must have shape ({x.shape[1]},) and the dtype and device of x, got '
-                         f'{tuple(bias.shape)} {bias.dtype} {bias.device}')
+    check_weight(x, weight, 'weight', "(C, 1, k', k')")
+    check_bias(x, bias)
     return list(_check_grid(grid, cells))
 
 
@@ -163,7 +153,7 @@ def torch_peripheral_forward(x: Tensor, weight: Tensor, grid: Sequence[int],
         start += cell
     if bias is not None:
         out = out + bias.to(torch.float64).view(1, -1, 1, 1)
-    return _like(x, out.to(x.dtype))
+    return in_layout_of(x, out.to(x.dtype))
 
 
 def torch_peripheral_grad_weight(grad_out: Tensor, x: Tensor, grid: Sequence[int]) -> Tensor:
@@ -227,30 +217,29 @@ def _load_torch() -> PeripheralBackend:
     return PeripheralBackend(_torch_supports, torch_peripheral_forward, torch_peripheral_grad_weight)
 
 
-PERIPHERAL_BACKENDS: Mapping[str, Callable[[], PeripheralBackend]] = {
-    'cpp': _load_cpp,
-    'triton': _load_triton,
-    'torch': _load_torch,
-}
+# Backend name to loader, for :mod:`mmslak.ops.dispatch`.
+PERIPHERAL_BACKENDS = {'cpp': _load_cpp, 'triton': _load_triton, 'torch': _load_torch}
 
 
-def _select(*tensors: Tensor) -> PeripheralBackend:
-    return select_backend('peripheral_depthwise_conv2d', PERIPHERAL_BACKENDS, *tensors)[1]
+def _run(call_name: str, call: Callable[[PeripheralBackend], object], x: Tensor, *tensors: Tensor):
+    return run_op('peripheral_depthwise_conv2d', PERIPHERAL_BACKENDS, call_name, call, x, *tensors)
 
 
-@torch.library.custom_op('mmslak::peripheral_dwconv2d', mutates_args=(), device_types=_DEVICES)
+@torch.library.custom_op('mmslak::peripheral_dwconv2d', mutates_args=(), device_types=OP_DEVICES)
 def _peripheral_forward(x: Tensor, weight: Tensor, grid: List[int], bias: Optional[Tensor]) -> Tensor:
-    return _like(x, _select(x, weight).forward(x, weight, grid, bias))
+    # The grid is part of the call name, so measured choices are kept per grid.
+    return in_layout_of(x, _run(f'forward{tuple(grid)}',
+                                lambda backend: backend.forward(x, weight, grid, bias), x, weight))
 
 
 @_peripheral_forward.register_fake
 def _(x, weight, grid, bias):
-    return _empty_like(x)
+    return empty_in_layout_of(x)
 
 
-@torch.library.custom_op('mmslak::peripheral_dwconv2d_grad_weight', mutates_args=(), device_types=_DEVICES)
+@torch.library.custom_op('mmslak::peripheral_dwconv2d_grad_weight', mutates_args=(), device_types=OP_DEVICES)
 def _peripheral_grad_weight(grad_out: Tensor, x: Tensor, grid: List[int]) -> Tensor:
-    return _select(x, grad_out).grad_weight(grad_out, x, grid)
+    return _run(f'grad_weight{tuple(grid)}', lambda backend: backend.grad_weight(grad_out, x, grid), x, grad_out)
 
 
 @_peripheral_grad_weight.register_fake

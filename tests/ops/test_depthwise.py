@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from mmslak.ops import (LargeKernelDepthwiseConv2d, decomposed_depthwise_conv2d,
                         depthwise_conv2d)
-from mmslak.ops.dispatch import BACKEND_ENV_VAR, DWCONV_BACKENDS
+from mmslak.ops.depthwise import DWCONV_BACKENDS
+from mmslak.ops.dispatch import BACKEND_ENV_VAR
 
 
 def _backend_params():

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from mmslak.ops import decomposed_depthwise_conv2d, depthwise_conv2d
-from mmslak.ops.dispatch import select_dwconv_backend
+from mmslak.ops.depthwise import DWCONV_BACKENDS
+from mmslak.ops.dispatch import select_backend
 
 # (name, (N, C, H, W), kernels): SLaK-T's four stages at 224x224 (decomposed K x 5, 5 x K, 5 x 5),
 # and PeLK's dense kernels on the stage-1 map of its 3/8 partial channels.
@@ -122,7 +123,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     probe = torch.zeros(1, 1, 1, 1)
-    backend, _ = select_dwconv_backend(probe, torch.zeros(1, 1, 1, 1))
+    backend, _ = select_backend('depthwise_conv2d', DWCONV_BACKENDS, probe, torch.zeros(1, 1, 1, 1))
     peak = measure_peak_gflops(args.repeats)
     print(f'threads: {torch.get_num_threads()}  torch {torch.__version__}  mmslak backend on CPU: '
           f'{backend}  fp32 peak (torch.mm 2048^3): {peak:.1f} GFLOP/s')
