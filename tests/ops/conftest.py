@@ -3,8 +3,10 @@
 ``MMSLAK_REQUIRE_EXT=1`` (CI sets it) turns a missing compiled C++ extension from a skip into a failure of
 every test that needs it, so that a broken build cannot pass as "all skipped".
 """
+import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +15,35 @@ from mmslak.ops.depthwise import DWCONV_BACKENDS
 from mmslak.ops.peripheral import PERIPHERAL_BACKENDS
 
 REQUIRE_EXT_ENV_VAR = 'MMSLAK_REQUIRE_EXT'
+
+
+def _interpret_bf16_dots_as_floats():
+    """Make the Triton interpreter's ``tl.dot`` multiply bf16 operands as numbers.
+
+    triton 3.8's interpreter stores bf16 as raw uint16 and its ``create_dot`` multiplies those bits
+    (``tl.dot`` of two bf16 ones gives ~1e10). On a GPU a bf16 MMA multiplies the values exactly into
+    fp32, which is what converting the operands to float32 first reproduces.
+    """
+    from triton.runtime import interpreter
+    builder = interpreter.InterpreterBuilder
+    original = builder.create_dot
+    if getattr(original, 'converts_bf16', False):
+        return
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        def as_float(operand):
+            if operand.dtype != interpreter.tl.bfloat16:
+                return operand
+            bits = operand.data.astype(np.uint32) << 16
+            return interpreter.TensorHandle(bits.view(np.float32), interpreter.tl.float32)
+        return original(self, as_float(a), as_float(b), d, input_precision, max_num_imprecise_acc)
+
+    create_dot.converts_bf16 = True
+    builder.create_dot = create_dot
+
+
+if os.environ.get('TRITON_INTERPRET') == '1' and importlib.util.find_spec('triton') is not None:
+    _interpret_bf16_dots_as_floats()
 
 
 def extension_required() -> bool:

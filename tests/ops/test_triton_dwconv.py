@@ -239,42 +239,27 @@ def test_public_ops_match_conv2d_with_triton_channels_last(forced_triton_backend
     torch.testing.assert_close(w_wide.grad, expected_wide)
 
 
-# Compiles the kernels for an A100 (sm_80) down to a cubin: needs no GPU, and checks what the
-# interpreter cannot, that the kernels are valid compiled Triton for every dtype and tile shape used.
-AHEAD_OF_TIME_COMPILE = '''
-import torch
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from mmslak.ops.triton import dwconv, kernels
-
-def compile_for_a100(fn, dtype, constexprs):
-    signature = {name: 'constexpr' if name in constexprs else '*' + dtype if name.endswith('_ptr') else 'i32'
-                 for name in fn.arg_names}
-    constants = {(fn.arg_names.index(name), ): value for name, value in constexprs.items()}
-    compiled = triton.compile(ASTSource(fn, signature, constants), target=GPUTarget('cuda', 80, 32))
-    assert compiled.asm['cubin'], (fn, dtype, constexprs)
-
-for dtype, acc in [('fp32', tl.float32), ('fp16', tl.float32), ('bf16', tl.float32), ('fp64', tl.float64)]:
-    for memory_format, height in [(torch.contiguous_format, 56), (torch.contiguous_format, 7),
-                                  (torch.channels_last, 56)]:
-        x = torch.empty(2, 124, height, height).to(memory_format=memory_format)
-        block_c, block_p = dwconv._forward_tile(x)
-        compile_for_a100(kernels.dwconv_forward_kernel, dtype, dict(
-            NUM_BRANCHES=3, HAS_BIAS=True, ACC_DTYPE=acc, BLOCK_C=block_c, BLOCK_P=block_p))
-    block_t = dwconv.WEIGHT_GRAD_BLOCK_TAPS
-    compile_for_a100(kernels.dwconv_weight_grad_kernel, dtype, dict(
-        ACC_DTYPE=acc, BLOCK_T=block_t, BLOCK_P=dwconv.WEIGHT_GRAD_TILE // block_t))
-print('compiled')
-'''
-
-
-def test_kernels_compile_for_a100(tmp_path):
+def _inspect(*arguments):
+    """Run tools/analysis/inspect_triton_kernels.py (it compiles for the GPU: no TRITON_INTERPRET)."""
     import subprocess
     import sys
+    from pathlib import Path
+    root = Path(__file__).parents[2]
     env = {key: value for key, value in os.environ.items() if key != 'TRITON_INTERPRET'}
-    env['TRITON_CACHE_DIR'] = str(tmp_path)
-    result = subprocess.run([sys.executable, '-c', AHEAD_OF_TIME_COMPILE], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0 and result.stdout.strip() == 'compiled', result.stderr[-3000:]
+    return subprocess.run([sys.executable, str(root / 'tools/analysis/inspect_triton_kernels.py'), *arguments],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=1200)
+
+
+def test_band_kernels_compile_to_tensor_core_code_for_hopper():
+    # What the interpreter cannot check: valid compiled Triton, tensor-core instructions, no spills.
+    result = _inspect('--arch', '90', '--dtype', 'bf16,fp32', '--only', 'slak-s1-512', '--check')
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith('band_')]
+    assert len(lines) == 6 and all(' spills=0 ' in line and ' mma=0 ' not in line for line in lines), lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', ['80', '90'])
+def test_every_kernel_compiles_for_a100_and_h100(arch):
+    result = _inspect('--arch', arch, '--dtype', 'fp32,bf16,fp16,fp64', '--check')
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -5,11 +5,17 @@ Every function computes the 'same' depthwise convolution
 or on CPU tensors when the Triton interpreter is on (``TRITON_INTERPRET=1``). fp16 and bf16 accumulate
 in fp32, float64 in float64. Autograd is the caller's business (:mod:`mmslak.ops.depthwise`): these are
 plain forward / backward functions. Ask :func:`triton_supports` before calling them.
+
+Two kernel families run the work, and :func:`uses_band` is the one rule that picks between them: the
+tensor-core band kernels (:mod:`.band_kernels`) for long kernels in fp32/fp16/bf16, and the direct
+kernels (:mod:`.kernels`, one multiply-add per tap on CUDA cores) for small kernels, tiny maps and
+float64.
 """
 import importlib.util
 import os
 
 import torch
+import torch.nn.functional as F
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MAX_BRANCHES = 3
@@ -22,6 +28,18 @@ CHANNELS_LAST_BLOCK_CHANNELS = 32
 # spills (16 x 256: 163), which leaves room for the occupancy its gathered loads need.
 WEIGHT_GRAD_BLOCK_TAPS = 8
 WEIGHT_GRAD_TILE = 2048
+# Band kernels: a kernel side of at least BAND_MIN_LONG_SIDE taps makes the banded matmul worth its
+# (tile + K - 1) / K extra multiply-adds at the tensor-core rate; maps under BAND_MIN_POSITIONS positions
+# leave most of a 16 x 16 dot tile empty.
+BAND_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+BAND_MIN_LONG_SIDE = 9
+BAND_MIN_POSITIONS = 64
+BAND_TILE = 64  # forward output tile side, at most
+BAND_GRAD_TILE = 16  # weight gradient: output rows (columns) per product P; BQ = pow2(16 + K - 1)
+# Input rows (columns) per forward dot and positions reduced per weight-gradient dot. tf32x3 splits
+# every fp32 operand in two, so fp32 takes half the chunk: ptxas for sm_90 then gives 238 (forward)
+# and 168 (weight gradient) registers and no spills, where a 32 chunk spills.
+BAND_CHUNK = {torch.float32: 16, torch.float16: 32, torch.bfloat16: 32}
 
 
 def is_available():
@@ -52,6 +70,12 @@ def _kernels():
                           'CUDA builds of torch); install it or use another backend.')
     from . import kernels
     return kernels
+
+
+def _band_kernels():
+    _kernels()
+    from . import band_kernels
+    return band_kernels
 
 
 def triton_supports(x, *weights):
@@ -124,7 +148,7 @@ def _accumulator_dtype(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _launch_forward(x, weights, bias):
+def _launch_direct_forward(x, weights, bias):
     """y = sum of the 'same' depthwise convolutions of x with each kernel in ``weights``, plus bias."""
     y = torch.empty_like(x)
     if y.numel() == 0:
@@ -151,18 +175,114 @@ def _launch_forward(x, weights, bias):
     return y
 
 
-def _launch_weight_grad(grad_out, x, weight):
-    grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
+def _launch_direct_weight_grad(grad_out, x, weight, grad_w):
     n, channels, height, width = x.shape
     kh, kw = weight.shape[2:]
-    if grad_w.numel() == 0 or n * height * width == 0:
-        return grad_w.zero_()
     block_t = min(WEIGHT_GRAD_BLOCK_TAPS, _next_power_of_2(kh * kw))
     block_p = min(WEIGHT_GRAD_TILE // block_t, _next_power_of_2(n * height * width))
     grid = (channels, -(-kh * kw // block_t))
     _kernels().dwconv_weight_grad_kernel[grid](
         grad_out, x, grad_w, n, channels, height, width, *grad_out.stride(), *x.stride(), kh, kw,
         ACC_DTYPE=_accumulator_dtype(x.dtype), BLOCK_T=block_t, BLOCK_P=block_p)
+
+
+# ----------------------------------------------------------------------------- band (tensor-core) kernels
+
+
+def _is_long_along_h(weight):
+    return weight.shape[2] > weight.shape[3]
+
+
+def uses_band(x, weights):
+    """Whether the tensor-core band kernels run these kernels on x (else the direct kernels do).
+
+    The rule: fp32, fp16 or bf16; a map of at least BAND_MIN_POSITIONS positions; every kernel at least
+    BAND_MIN_LONG_SIDE long; at most one kernel long along H and one long along W or square (the two
+    slots of :func:`band_kernels.band_forward_kernel`).
+    """
+    if x.dtype not in BAND_DTYPES or x.shape[2] * x.shape[3] < BAND_MIN_POSITIONS or not weights:
+        return False
+    if any(max(weight.shape[2:]) < BAND_MIN_LONG_SIDE for weight in weights):
+        return False
+    long_h = sum(_is_long_along_h(weight) for weight in weights)
+    return long_h <= 1 and len(weights) - long_h <= 1
+
+
+def dot_precision(dtype):
+    """``tl.dot`` input precision: tf32x3 keeps fp32 inputs at about fp32 error; 16-bit inputs are exact."""
+    return 'tf32x3' if dtype == torch.float32 else 'ieee'
+
+
+def _band_tile(side):
+    return max(16, min(BAND_TILE, _next_power_of_2(side)))
+
+
+def band_forward_config(x):
+    """(BH, BW, BK) of :func:`band_kernels.band_forward_kernel` for this input."""
+    tile_h, tile_w = _band_tile(x.shape[2]), _band_tile(x.shape[3])
+    return tile_h, tile_w, min(BAND_CHUNK[x.dtype], tile_h, tile_w)
+
+
+def band_weight_grad_config(weight, x):
+    """(BT, BQ, BKP, BC) of :func:`band_kernels.band_weight_grad_kernel` for this kernel and x."""
+    long_h = _is_long_along_h(weight)
+    side = weight.shape[2] if long_h else weight.shape[3]
+    reduced = x.shape[3] if long_h else x.shape[2]  # the axis a dot reduces over
+    return (BAND_GRAD_TILE, _next_power_of_2(BAND_GRAD_TILE + side - 1), max(16, _next_power_of_2(side)),
+            max(16, min(BAND_CHUNK[x.dtype], _next_power_of_2(reduced))))
+
+
+def _launch_band_forward(x, weights, bias):
+    y = torch.empty_like(x)
+    if y.numel() == 0:
+        return y
+    long_h = next((w for w in weights if _is_long_along_h(w)), None)
+    long_w = next((w for w in weights if not _is_long_along_h(w)), None)
+    present = (long_h if long_h is not None else long_w).contiguous()
+    long_h = present if long_h is None else long_h.contiguous()
+    long_w = present if long_w is None else long_w.contiguous()
+    n, channels, height, width = x.shape
+    tile_h, tile_w, chunk = band_forward_config(x)
+    row_tiles, col_tiles = -(-height // tile_h), -(-width // tile_w)
+    _band_kernels().band_forward_kernel[(n * channels * row_tiles * col_tiles, )](
+        x, y, bias if bias is not None else x, channels, height, width, row_tiles, col_tiles,
+        *x.stride(), *y.stride(), long_h, *long_h.shape[2:], long_w, *long_w.shape[2:],
+        HAS_LONG_H=any(_is_long_along_h(w) for w in weights),
+        HAS_LONG_W=any(not _is_long_along_h(w) for w in weights), HAS_BIAS=bias is not None,
+        PRECISION=dot_precision(x.dtype), BH=tile_h, BW=tile_w, BK=chunk)
+    return y
+
+
+def _launch_band_weight_grad(grad_out, x, weight, grad_w):
+    n, channels, height, width = x.shape
+    kh, kw = weight.shape[2:]
+    tile, rows, taps, chunk = band_weight_grad_config(weight, x)
+    g_n, g_c, g_h, g_w = grad_out.stride()
+    x_n, x_c, x_h, x_w = x.stride()
+    if _is_long_along_h(weight):
+        planes = (height, width, g_n, g_c, g_h, g_w, x_n, x_c, x_h, x_w, kh, kw, kw, 1)
+    else:  # the transposed planes, and the transposed kernel written into grad_w
+        planes = (width, height, g_n, g_c, g_w, g_h, x_n, x_c, x_w, x_h, kw, kh, 1, kw)
+    _band_kernels().band_weight_grad_kernel[(channels, planes[11])](
+        grad_out, x, grad_w, n, channels, *planes, PRECISION=dot_precision(x.dtype), BT=tile, BQ=rows,
+        BKP=taps, BC=chunk)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _launch_forward(x, weights, bias):
+    if uses_band(x, weights):
+        return _launch_band_forward(x, weights, bias)
+    return _launch_direct_forward(x, weights, bias)
+
+
+def _launch_weight_grad(grad_out, x, weight):
+    grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    if grad_w.numel() == 0 or x.shape[0] * x.shape[2] * x.shape[3] == 0:
+        return grad_w.zero_()
+    launch = _launch_band_weight_grad if uses_band(x, [weight]) else _launch_direct_weight_grad
+    launch(grad_out, x, weight, grad_w)
     return grad_w
 
 
@@ -170,6 +290,31 @@ def _flipped(weight):
     # For odd kernels with 'same' padding, the input gradient is the 'same' convolution of grad_out with
     # the kernel rotated by 180 degrees.
     return weight.flip((2, 3))
+
+
+def _with_small(w_wide, w_small):
+    """The (n, K) kernel with the (n, n) one added in its centre: the 'same' convolutions with both sum
+    to the convolution with this one (added in fp32, rounded once to the weights' dtype)."""
+    margin = (w_wide.shape[3] - w_small.shape[3]) // 2
+    return (w_wide.float() + F.pad(w_small.float(), (margin, margin))).to(w_wide.dtype)
+
+
+def _centre(grad_wide, w_small):
+    """The gradient of the (n, n) kernel: the centre of the gradient of the (n, K) kernel it was added to
+    (a tap's gradient depends only on its offset)."""
+    margin = (grad_wide.shape[3] - w_small.shape[3]) // 2
+    return grad_wide[:, :, :, margin:margin + w_small.shape[3]].contiguous()
+
+
+def _decomposed_weights(x, w_long, w_wide, w_small):
+    """The kernels one launch takes, and whether the small one was folded into the wide one."""
+    if w_small is None:
+        return [w_long, w_wide], False
+    folded = [w_long, _with_small(w_wide, w_small)]
+    if (uses_band(x, folded) and w_small.shape[2] == w_wide.shape[2]
+            and w_small.shape[3] <= w_wide.shape[3]):
+        return folded, True
+    return [w_long, w_wide, w_small], False
 
 
 def triton_dwconv2d_forward(x, weight, bias=None):
@@ -197,7 +342,7 @@ def triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=T
 def triton_decomposed_forward(x, w_long, w_wide, w_small=None, bias=None):
     """Sum of the 'same' depthwise convolutions with kernels (K, n), (n, K) and optionally (n, n), plus
     bias, in one kernel pass (x is read once per tile for all branches)."""
-    weights = [w_long, w_wide] + ([w_small] if w_small is not None else [])
+    weights, _ = _decomposed_weights(x, w_long, w_wide, w_small)
     return _launch_forward(x, weights, bias)
 
 
@@ -209,12 +354,14 @@ def triton_decomposed_backward(grad_out, x, w_long, w_wide, w_small=None, need_i
         tuple: (grad_x, grad_long, grad_wide, grad_small); grad_x is None unless ``need_input``, the
         weight gradients are None unless ``need_weight``, grad_small is None when ``w_small`` is None.
     """
-    weights = [w_long, w_wide] + ([w_small] if w_small is not None else [])
+    weights, folded = _decomposed_weights(x, w_long, w_wide, w_small)
     grad_x = None
     if need_input:
         grad_x = _launch_forward(grad_out, [_flipped(weight) for weight in weights], None)
     grad_weights = [None, None, None]
     if need_weight:
-        for index, weight in enumerate(weights):
-            grad_weights[index] = _launch_weight_grad(grad_out, x, weight)
+        grad_weights = [_launch_weight_grad(grad_out, x, weight) for weight in weights]
+        if folded:  # the wide kernel's gradient is the folded one's; the small one is its centre
+            grad_weights.append(_centre(grad_weights[1], w_small))
+        grad_weights += [None] * (3 - len(grad_weights))
     return (grad_x, *grad_weights)
