@@ -76,11 +76,12 @@ def forced_backend() -> Optional[str]:
     return name
 
 
-def event_timer(fn: Callable[[], Any], device: torch.device) -> float:
-    """Median seconds of ``fn`` after one warm-up run; CUDA events on a GPU, the wall clock elsewhere."""
+def event_timer(fn: Callable[[], Any], device: torch.device, runs: int = TIMED_RUNS) -> float:
+    """Median seconds of ``fn`` over ``runs`` runs after one warm-up run; CUDA events on a GPU (on the
+    current stream), the wall clock elsewhere."""
     fn()
     times = []
-    for _ in range(TIMED_RUNS):
+    for _ in range(runs):
         if device.type == 'cuda':
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

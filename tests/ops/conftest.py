@@ -6,7 +6,6 @@ every test that needs it, so that a broken build cannot pass as "all skipped".
 import importlib.util
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -24,6 +23,7 @@ def _interpret_bf16_dots_as_floats():
     (``tl.dot`` of two bf16 ones gives ~1e10). On a GPU a bf16 MMA multiplies the values exactly into
     fp32, which is what converting the operands to float32 first reproduces.
     """
+    import numpy as np
     from triton.runtime import interpreter
     builder = interpreter.InterpreterBuilder
     original = builder.create_dot
@@ -122,12 +122,18 @@ def device(request):
 
 
 @pytest.fixture
-def triton_backend(monkeypatch, device):
-    """The Triton backend forced for both families on ``device`` (the interpreter on the CPU); skipped
-    with the reason when triton cannot run there."""
+def triton_device(device):
+    """``device`` where the Triton kernels run on it (the interpreter on the CPU); skipped with the
+    reason where they cannot (no triton; CPU tensors without TRITON_INTERPRET=1)."""
     from mmslak.ops.triton.dwconv import triton_supports
     ok, reason = triton_supports(torch.zeros(1, 1, 1, 1, device=device))
     if not ok:
         pytest.skip(f'Triton unavailable on {device}: {reason}')
+    return device
+
+
+@pytest.fixture
+def triton_backend(monkeypatch, triton_device):
+    """The Triton backend forced for both op families, on ``triton_device``."""
     monkeypatch.setenv(dispatch.BACKEND_ENV_VAR, 'triton')
     return 'triton'

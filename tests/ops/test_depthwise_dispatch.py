@@ -219,11 +219,11 @@ def test_default_timer_runs_the_function_and_returns_seconds():
 # ----------------------------------------------------------------------------- the real ops
 
 
-def test_bfloat16_on_cpu_runs_through_torch_with_a_warning(require_backend, ran_backends):
+def test_float16_on_cpu_runs_through_torch_with_a_warning(require_backend, ran_backends):
     require_backend(DWCONV_BACKENDS, 'cpp')
-    x = torch.randn(1, 2, 6, 6, dtype=torch.bfloat16)
-    weight = torch.randn(2, 1, 3, 3, dtype=torch.bfloat16)
-    with pytest.warns(RuntimeWarning, match='float32 and float64, got torch.bfloat16'):
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float16)
+    weight = torch.randn(2, 1, 3, 3, dtype=torch.float16)
+    with pytest.warns(RuntimeWarning, match='the C.. kernels take .*, got torch.float16'):
         out = depthwise_conv2d(x, weight)
     assert [choice.backend for choice in ran_backends] == ['torch']
     torch.testing.assert_close(out, F.conv2d(x, weight, padding=1, groups=2))
@@ -238,12 +238,12 @@ def test_float32_on_cpu_runs_the_cpp_kernels(require_backend, ran_backends):
         ('decomposed_forward', 'cpp'), ('decomposed_backward(True, False)', 'cpp')]
 
 
-def test_forcing_cpp_on_bfloat16_raises(require_backend, monkeypatch):
+def test_forcing_cpp_on_float16_raises(require_backend, monkeypatch):
     require_backend(DWCONV_BACKENDS, 'cpp')
     monkeypatch.setenv(BACKEND_ENV_VAR, 'cpp')
-    x = torch.randn(1, 2, 6, 6, dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match='got torch.bfloat16'):
-        depthwise_conv2d(x, torch.randn(2, 1, 3, 3, dtype=torch.bfloat16))
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float16)
+    with pytest.raises(RuntimeError, match='got torch.float16'):
+        depthwise_conv2d(x, torch.randn(2, 1, 3, 3, dtype=torch.float16))
 
 
 def test_missing_extension_falls_back_to_torch_with_reason(monkeypatch, ran_backends):

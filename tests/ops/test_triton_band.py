@@ -40,14 +40,6 @@ def _params():
     return params
 
 
-@pytest.fixture
-def band_device(device):
-    ok, reason = dwconv.triton_supports(torch.zeros(1, 1, 1, 1, device=device))
-    if not ok:
-        pytest.skip(f'Triton unavailable on {device}: {reason}')
-    return device
-
-
 def _inputs(shape, kernels, dtype, channels_last, device):
     generator = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=generator).to(dtype)
@@ -77,8 +69,8 @@ def _assert_close(actual, expected, dtype, what):
 
 
 @pytest.mark.parametrize('shape,kernels,dtype,channels_last', _params())
-def test_band_kernels_match_float64_conv(band_device, shape, kernels, dtype, channels_last):
-    (x, grad_out), weights = _inputs(shape, kernels, dtype, channels_last, band_device)
+def test_band_kernels_match_float64_conv(triton_device, shape, kernels, dtype, channels_last):
+    (x, grad_out), weights = _inputs(shape, kernels, dtype, channels_last, triton_device)
     folded = dwconv._decomposed_weights(x, *weights)[0] if len(weights) == 3 else weights
     assert dwconv.uses_band(x, folded), 'this case must run the band kernels'
     expected_y, expected_x, expected_ws = _reference(x.cpu(), [w.cpu() for w in weights], grad_out.cpu())
@@ -101,9 +93,9 @@ def test_band_kernels_match_float64_conv(band_device, shape, kernels, dtype, cha
         _assert_close(grad_w.cpu(), expected_w, dtype, f'grad-weight {index}')
 
 
-def test_band_forward_adds_bias(band_device):
-    (x, _), (weight, ) = _inputs((1, 2, 9, 9), [(9, 3)], torch.float32, False, band_device)
-    bias = torch.tensor([0.5, -2.0], device=band_device)
+def test_band_forward_adds_bias(triton_device):
+    (x, _), (weight, ) = _inputs((1, 2, 9, 9), [(9, 3)], torch.float32, False, triton_device)
+    bias = torch.tensor([0.5, -2.0], device=triton_device)
     without = dwconv.triton_dwconv2d_forward(x, weight)
     torch.testing.assert_close(dwconv.triton_dwconv2d_forward(x, weight, bias),
                                without + bias.view(1, -1, 1, 1))
@@ -122,9 +114,10 @@ def test_rule_keeps_the_direct_kernels_where_a_band_is_wasteful():
     assert not uses((2, 8, 56, 56), [(51, 5), (31, 5)])  # two kernels long along H: one slot
 
 
-def test_public_op_runs_the_band_kernels_when_triton_is_forced(triton_backend, ran_backends, device):
+def test_public_op_runs_the_band_kernels_when_triton_is_forced(triton_backend, ran_backends, triton_device):
     from mmslak.ops import decomposed_depthwise_conv2d
-    (x, grad_out), weights = _inputs((1, 2, 9, 10), [(9, 3), (3, 9), (3, 3)], torch.float32, True, device)
+    (x, grad_out), weights = _inputs((1, 2, 9, 10), [(9, 3), (3, 9), (3, 3)], torch.float32, True,
+                                      triton_device)
     x.requires_grad_()
     for weight in weights:
         weight.requires_grad_()

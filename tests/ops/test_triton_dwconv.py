@@ -1,24 +1,19 @@
-"""Triton depthwise kernels under the Triton interpreter (CPU tensors), checked against F.conv2d.
+"""Triton depthwise kernels checked against F.conv2d, on every device (``triton_device``).
 
-The interpreter runs every program in numpy, so the shapes are tiny. triton fixes its interpreter mode
-when it is first imported, hence the variable is set before importing it.
+On the CPU they run under the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before
+triton is imported), which runs every program in numpy, so the shapes are tiny; with a GPU (and
+TRITON_INTERPRET=0, as tools/analysis/gpu_check.sh runs them) they run compiled on CUDA too.
 """
 import os
 
-os.environ['TRITON_INTERPRET'] = '1'
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import pytest
+import torch
+import torch.nn.functional as F
 
 pytest.importorskip('triton', reason='triton is not installed (it ships with the CUDA builds of torch)')
 
 from mmslak.ops.triton import (triton_decomposed_backward, triton_decomposed_forward,  # noqa: E402
                                triton_dwconv2d_backward, triton_dwconv2d_forward, triton_supports)
-
-_supported, _reason = triton_supports(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
-if not _supported:
-    pytest.skip(f'Triton interpreter unavailable: {_reason}', allow_module_level=True)
 
 # (input shape, kernel (kh, kw), channels_last)
 CASES = [
@@ -38,14 +33,14 @@ def reference_conv(x, weight, bias=None):
     return F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1])
 
 
-def make_inputs(shape, kernel, channels_last, dtype, seed=0):
+def make_inputs(shape, kernel, channels_last, dtype, device, seed=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=generator, dtype=dtype)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     weight = torch.randn(shape[1], 1, *kernel, generator=generator, dtype=dtype)
     bias = torch.randn(shape[1], generator=generator, dtype=dtype)
-    return x, weight, bias
+    return x.to(device), weight.to(device), bias.to(device)
 
 
 def autograd_reference(x, weights, grad_out):
@@ -58,8 +53,8 @@ def autograd_reference(x, weights, grad_out):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('shape,kernel,channels_last', CASES, ids=CASE_IDS)
-def test_forward_matches_conv2d(shape, kernel, channels_last, dtype):
-    x, weight, bias = make_inputs(shape, kernel, channels_last, dtype)
+def test_forward_matches_conv2d(triton_device, shape, kernel, channels_last, dtype):
+    x, weight, bias = make_inputs(shape, kernel, channels_last, dtype, triton_device)
     assert triton_supports(x, weight, bias) == (True, '')
     y = triton_dwconv2d_forward(x, weight, bias)
     assert y.dtype == dtype
@@ -71,18 +66,18 @@ def test_forward_matches_conv2d(shape, kernel, channels_last, dtype):
 
 
 @pytest.mark.parametrize('shape,kernel,channels_last', CASES, ids=CASE_IDS)
-def test_backward_matches_autograd(shape, kernel, channels_last):
-    x, weight, _ = make_inputs(shape, kernel, channels_last, torch.float64)
-    grad_out = torch.randn(reference_conv(x, weight).shape, dtype=torch.float64)
+def test_backward_matches_autograd(triton_device, shape, kernel, channels_last):
+    x, weight, _ = make_inputs(shape, kernel, channels_last, torch.float64, triton_device)
+    grad_out = torch.randn(reference_conv(x, weight).shape, dtype=torch.float64, device=triton_device)
     expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
     grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
     torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
 
 
-def test_backward_returns_only_what_is_needed():
-    x, weight, _ = make_inputs((1, 2, 5, 5), (3, 5), False, torch.float64)
-    grad_out = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+def test_backward_returns_only_what_is_needed(triton_device):
+    x, weight, _ = make_inputs((1, 2, 5, 5), (3, 5), False, torch.float64, triton_device)
+    grad_out = torch.randn(1, 2, 5, 5, dtype=torch.float64, device=triton_device)
     expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
     grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=False)
     assert grad_w is None
@@ -92,21 +87,21 @@ def test_backward_returns_only_what_is_needed():
     torch.testing.assert_close(grad_w, expected_w)
 
 
-def test_backward_with_broadcast_grad_out():
+def test_backward_with_broadcast_grad_out(triton_device):
     # y.sum().backward() hands the backward an expanded tensor whose strides are all 0.
-    x, weight, _ = make_inputs((2, 2, 5, 4), (5, 3), False, torch.float64)
-    grad_out = torch.ones((), dtype=torch.float64).expand(2, 2, 5, 4)
+    x, weight, _ = make_inputs((2, 2, 5, 4), (5, 3), False, torch.float64, triton_device)
+    grad_out = torch.ones((), dtype=torch.float64, device=triton_device).expand(2, 2, 5, 4)
     expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out.contiguous())
     grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
     torch.testing.assert_close(grad_x, expected_x)
     torch.testing.assert_close(grad_w, expected_w)
 
 
-def test_strided_view_input():
+def test_strided_view_input(triton_device):
     # Neither contiguous nor channels_last: the kernels take any strides.
-    base, weight, bias = make_inputs((2, 3, 9, 12), (5, 3), False, torch.float64)
+    base, weight, bias = make_inputs((2, 3, 9, 12), (5, 3), False, torch.float64, triton_device)
     x = base[:, :, 1:8, ::2]
-    grad_out = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    grad_out = torch.randn(2, 3, 7, 6, dtype=torch.float64, device=triton_device)
     torch.testing.assert_close(triton_dwconv2d_forward(x, weight, bias), reference_conv(x, weight, bias))
     expected_x, (expected_w, ) = autograd_reference(x, [weight], grad_out)
     grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
@@ -114,8 +109,8 @@ def test_strided_view_input():
     torch.testing.assert_close(grad_w, expected_w)
 
 
-def test_empty_batch():
-    x, weight, bias = make_inputs((0, 3, 5, 5), (3, 3), False, torch.float32)
+def test_empty_batch(triton_device):
+    x, weight, bias = make_inputs((0, 3, 5, 5), (3, 3), False, torch.float32, triton_device)
     assert triton_dwconv2d_forward(x, weight, bias).shape == (0, 3, 5, 5)
     grad_x, grad_w = triton_dwconv2d_backward(torch.empty_like(x), x, weight, True, True)
     assert grad_x.shape == x.shape
@@ -124,8 +119,8 @@ def test_empty_batch():
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_half_precision_forward(dtype, channels_last):
-    x, weight, bias = make_inputs((2, 3, 8, 7), (7, 3), channels_last, dtype)
+def test_half_precision_forward(triton_device, dtype, channels_last):
+    x, weight, bias = make_inputs((2, 3, 8, 7), (7, 3), channels_last, dtype, triton_device)
     y = triton_dwconv2d_forward(x, weight, bias)
     assert y.dtype == dtype
     # Accumulation is in fp32, so the only error is rounding the result (and nothing like the error of
@@ -136,9 +131,9 @@ def test_half_precision_forward(dtype, channels_last):
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_half_precision_backward(dtype):
-    x, weight, _ = make_inputs((2, 2, 6, 7), (5, 3), False, dtype)
-    grad_out = torch.randn(2, 2, 6, 7).to(dtype)
+def test_half_precision_backward(triton_device, dtype):
+    x, weight, _ = make_inputs((2, 2, 6, 7), (5, 3), False, dtype, triton_device)
+    grad_out = torch.randn(2, 2, 6, 7).to(triton_device, dtype)
     expected_x, (expected_w, ) = autograd_reference(x.float(), [weight.float()], grad_out.float())
     grad_x, grad_w = triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=True)
     assert grad_x.dtype == grad_w.dtype == dtype
@@ -149,18 +144,19 @@ def test_half_precision_backward(dtype):
 
 @pytest.mark.parametrize('with_small', [True, False], ids=['long+wide+small', 'long+wide'])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_decomposed_matches_sum_of_convs(with_small, channels_last):
-    x, w_long, bias = make_inputs((2, 3, 8, 9), (7, 3), channels_last, torch.float64, seed=1)
+def test_decomposed_matches_sum_of_convs(triton_device, with_small, channels_last):
+    x, w_long, bias = make_inputs((2, 3, 8, 9), (7, 3), channels_last, torch.float64, triton_device, seed=1)
     generator = torch.Generator().manual_seed(2)
-    w_wide = torch.randn(3, 1, 3, 7, generator=generator, dtype=torch.float64)
-    w_small = torch.randn(3, 1, 3, 3, generator=generator, dtype=torch.float64) if with_small else None
+    w_wide = torch.randn(3, 1, 3, 7, generator=generator, dtype=torch.float64).to(triton_device)
+    w_small = (torch.randn(3, 1, 3, 3, generator=generator, dtype=torch.float64).to(triton_device)
+               if with_small else None)
     weights = [w_long, w_wide] + ([w_small] if with_small else [])
 
     y = triton_decomposed_forward(x, w_long, w_wide, w_small, bias)
     expected = sum(reference_conv(x, w) for w in weights) + bias.view(1, -1, 1, 1)
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
 
-    grad_out = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    grad_out = torch.randn(expected.shape, generator=generator, dtype=torch.float64).to(triton_device)
     expected_x, expected_ws = autograd_reference(x, weights, grad_out)
     grad_x, *grad_ws = triton_decomposed_backward(grad_out, x, w_long, w_wide, w_small, need_input=True,
                                                   need_weight=True)
@@ -170,17 +166,17 @@ def test_decomposed_matches_sum_of_convs(with_small, channels_last):
     assert (grad_ws[2] is None) == (not with_small)
 
 
-def test_decomposed_half_precision_forward():
-    x, w_long, bias = make_inputs((1, 2, 6, 6), (5, 3), False, torch.bfloat16)
-    w_wide = torch.randn(2, 1, 3, 5).to(torch.bfloat16)
+def test_decomposed_half_precision_forward(triton_device):
+    x, w_long, bias = make_inputs((1, 2, 6, 6), (5, 3), False, torch.bfloat16, triton_device)
+    w_wide = torch.randn(2, 1, 3, 5).to(triton_device, torch.bfloat16)
     y = triton_decomposed_forward(x, w_long, w_wide, None, bias)
     assert y.dtype == torch.bfloat16
     expected = (reference_conv(x.float(), w_long.float(), bias.float()) + reference_conv(x.float(), w_wide.float()))
     torch.testing.assert_close(y.float(), expected, rtol=1e-2, atol=2e-2)
 
 
-def test_supports_reports_reasons(monkeypatch):
-    x, weight, bias = make_inputs((1, 2, 5, 5), (3, 3), False, torch.float32)
+def test_supports_reports_reasons(triton_device, monkeypatch):
+    x, weight, bias = make_inputs((1, 2, 5, 5), (3, 3), False, torch.float32, triton_device)
     assert triton_supports(x, weight, None, bias) == (True, '')
 
     def reason(*tensors):
@@ -190,47 +186,41 @@ def test_supports_reports_reasons(monkeypatch):
 
     assert 'dtype' in reason(x.to(torch.int32), weight.to(torch.int32))
     assert 'float64' in reason(x, weight.double())
-    assert 'odd' in reason(x, torch.randn(2, 1, 4, 3))
-    assert 'C=2' in reason(x, torch.randn(3, 1, 3, 3))
-    assert 'bias' in reason(x, weight, torch.randn(3))
+    assert 'odd' in reason(x, torch.randn(2, 1, 4, 3, device=triton_device))
+    assert 'C=2' in reason(x, torch.randn(3, 1, 3, 3, device=triton_device))
+    assert 'bias' in reason(x, weight, torch.randn(3, device=triton_device))
     assert '4-D' in reason(x[0], weight)
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
-    assert 'TRITON_INTERPRET' in reason(x, weight)
+    if triton_device.type == 'cpu':
+        monkeypatch.setenv('TRITON_INTERPRET', '0')
+        assert 'TRITON_INTERPRET' in reason(x, weight)
 
 
-@pytest.fixture
-def forced_triton_backend(monkeypatch):
-    from mmslak.ops import dispatch
-    monkeypatch.setenv(dispatch.BACKEND_ENV_VAR, 'triton')
-
-
-def test_public_ops_run_triton_through_autograd(forced_triton_backend, ran_backends):
+def test_public_ops_run_triton_through_autograd(triton_device, triton_backend, ran_backends):
     from mmslak.ops import decomposed_depthwise_conv2d, depthwise_conv2d
-    x, weight, bias = make_inputs((1, 2, 4, 5), (3, 5), False, torch.float64)
+    x, weight, bias = make_inputs((1, 2, 4, 5), (3, 5), False, torch.float64, triton_device)
     x.requires_grad_()
     weight.requires_grad_()
     bias.requires_grad_()
     assert torch.autograd.gradcheck(depthwise_conv2d, (x, weight, bias), fast_mode=True)
 
     generator = torch.Generator().manual_seed(3)
-    w_long = torch.randn(2, 1, 5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    w_wide = torch.randn(2, 1, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    w_small = torch.randn(2, 1, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    w_long, w_wide, w_small = (torch.randn(2, 1, *k, generator=generator, dtype=torch.float64).to(
+        triton_device).requires_grad_() for k in [(5, 3), (3, 5), (3, 3)])
     assert torch.autograd.gradcheck(decomposed_depthwise_conv2d, (x, w_long, w_wide, w_small, bias),
                                     fast_mode=True)
     assert {choice.backend for choice in ran_backends} == {'triton'}
 
 
-def test_public_ops_match_conv2d_with_triton_channels_last(forced_triton_backend):
+def test_public_ops_match_conv2d_with_triton_channels_last(triton_device, triton_backend):
     from mmslak.ops import decomposed_depthwise_conv2d
-    x, w_long, bias = make_inputs((2, 3, 6, 5), (5, 3), True, torch.float32, seed=4)
-    w_wide = torch.randn(3, 1, 3, 5)
+    x, w_long, bias = make_inputs((2, 3, 6, 5), (5, 3), True, torch.float32, triton_device, seed=4)
+    w_wide = torch.randn(3, 1, 3, 5, device=triton_device)
     x.requires_grad_()
     w_long.requires_grad_()
     w_wide.requires_grad_()
     y = decomposed_depthwise_conv2d(x, w_long, w_wide, None, bias)
     assert y.is_contiguous(memory_format=torch.channels_last)
-    grad_out = torch.randn(y.shape)
+    grad_out = torch.randn(y.shape, device=triton_device)
     y.backward(grad_out)
     expected_x, (expected_long, expected_wide) = autograd_reference(x, [w_long, w_wide], grad_out)
     torch.testing.assert_close(y, reference_conv(x, w_long, bias) + reference_conv(x, w_wide))
