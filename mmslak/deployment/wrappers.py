@@ -80,14 +80,19 @@ def exportable(model: nn.Module, part: str = None) -> Tuple[nn.Module, str, List
             ``'neck'`` (backbone + neck); by default :func:`default_part`.
 
     Returns:
-        tuple: the module, a description of what it returns, and the names of its outputs' prefix
-        (``'logits'``, ``'seg_logits'``, ``'backbone'`` or ``'neck'``; tuple outputs get ``_0``, ``_1``, ...).
+        tuple: the module (in eval mode, like ``model``'s submodules must be), a description of what it
+        returns, and the prefix of its output names (``'logits'``, ``'seg_logits'``, ``'backbone'`` or
+        ``'neck'``; tuple outputs get ``_0``, ``_1``, ...).
 
     Raises:
         ValueError: for a part the model does not have, saying which parts it has.
     """
+    module, what, prefix = _select(model, part or default_part(model))
+    return module.eval(), what, prefix
+
+
+def _select(model, part):
     task = model_task(model)
-    part = part or default_part(model)
     if part not in PARTS:
         raise ValueError(f'part must be one of {PARTS}, got {part!r}')
     if task == 'backbone':
