@@ -71,7 +71,7 @@ def _assert_close(actual, expected, dtype, what):
 @pytest.mark.parametrize('shape,kernels,dtype,channels_last', _params())
 def test_band_kernels_match_float64_conv(triton_device, shape, kernels, dtype, channels_last):
     (x, grad_out), weights = _inputs(shape, kernels, dtype, channels_last, triton_device)
-    folded = dwconv._decomposed_weights(x, *weights)[0] if len(weights) == 3 else weights
+    folded = dwconv.decomposed_launch_weights(x, *weights)[0] if len(weights) == 3 else weights
     assert dwconv.uses_band(x, folded), 'this case must run the band kernels'
     expected_y, expected_x, expected_ws = _reference(x.cpu(), [w.cpu() for w in weights], grad_out.cpu())
     if len(weights) == 1:

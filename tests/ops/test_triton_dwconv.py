@@ -229,20 +229,23 @@ def test_public_ops_match_conv2d_with_triton_channels_last(triton_device, triton
     torch.testing.assert_close(w_wide.grad, expected_wide)
 
 
-def _inspect(*arguments):
-    """Run tools/analysis/inspect_triton_kernels.py (it compiles for the GPU: no TRITON_INTERPRET)."""
+def _inspect(cache_dir, *arguments):
+    """Run tools/analysis/inspect_triton_kernels.py (it compiles for the GPU: no TRITON_INTERPRET), with
+    its own triton cache (no race with other processes compiling the same kernels)."""
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).parents[2]
     env = {key: value for key, value in os.environ.items() if key != 'TRITON_INTERPRET'}
+    env['TRITON_CACHE_DIR'] = str(cache_dir)
     return subprocess.run([sys.executable, str(root / 'tools/analysis/inspect_triton_kernels.py'), *arguments],
                           env=env, cwd=root, capture_output=True, text=True, timeout=1200)
 
 
-def test_band_kernels_compile_to_tensor_core_code_for_hopper():
+@pytest.mark.slow
+def test_band_kernels_compile_to_tensor_core_code_for_hopper(tmp_path):
     # What the interpreter cannot check: valid compiled Triton, tensor-core instructions, no spills.
-    result = _inspect('--arch', '90', '--dtype', 'bf16,fp32', '--only', 'slak-s1-512', '--check')
+    result = _inspect(tmp_path, '--arch', '90', '--dtype', 'bf16,fp32', '--only', 'slak-s1-512', '--check')
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith('band_')]
     assert len(lines) == 6 and all(' spills=0 ' in line and ' mma=0 ' not in line for line in lines), lines
@@ -250,6 +253,6 @@ def test_band_kernels_compile_to_tensor_core_code_for_hopper():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', ['80', '90'])
-def test_every_kernel_compiles_for_a100_and_h100(arch):
-    result = _inspect('--arch', arch, '--dtype', 'fp32,bf16,fp16,fp64', '--check')
+def test_every_kernel_compiles_for_a100_and_h100(arch, tmp_path):
+    result = _inspect(tmp_path, '--arch', arch, '--dtype', 'fp32,bf16,fp16,fp64', '--check')
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

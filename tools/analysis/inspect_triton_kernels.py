@@ -50,6 +50,7 @@ class KernelConfig(NamedTuple):
     constants: dict
     is_band: bool
     pointer_types: dict = {}
+    num_warps: int = 4
 
 
 def kernel_configs(dtype_names):
@@ -69,28 +70,28 @@ def kernel_configs(dtype_names):
             weights = [torch.empty(shape[1], 1, *k, dtype=dtype, device='meta') for k in kernel_shapes]
             assert dwconv.uses_band(x, weights), (label, dtype_name)
             tile_h, tile_w, chunk = dwconv.band_forward_config(x)
-            long_h = [dwconv._is_long_along_h(w) for w in weights]
+            long_h = [dwconv.is_long_along_h(w) for w in weights]
             configs.append(KernelConfig(
                 f'band_forward[{label},{dtype_name}]', band_kernels.band_forward_kernel, dtype_name,
                 dict(stride_xw=1, stride_yw=1, HAS_LONG_H=any(long_h), HAS_LONG_W=not all(long_h),
                      HAS_BIAS=True, PRECISION=dwconv.dot_precision(dtype), BH=tile_h, BW=tile_w,
                      BK=chunk), True))
             for weight in weights:
-                tile, rows, taps, reduce_chunk = dwconv.band_weight_grad_config(weight, x)
+                tile, rows, taps, reduce_chunk, num_warps = dwconv.band_weight_grad_config(weight, x)
                 kh, kw = weight.shape[2:]
                 # W, the unit-stride axis of NCHW, is the short (reduced) axis of a kernel long along
                 # H, and the long axis of the transposed planes of one long along W.
-                unit = ('stride_gs', 'stride_xs') if dwconv._is_long_along_h(weight) else ('stride_gl',
+                unit = ('stride_gs', 'stride_xs') if dwconv.is_long_along_h(weight) else ('stride_gl',
                                                                                          'stride_xl')
                 configs.append(KernelConfig(
                     f'band_weight_grad[{label},{kh}x{kw},{dtype_name}]',
                     band_kernels.band_weight_grad_kernel, dtype_name,
                     dict({name: 1 for name in unit}, PRECISION=dwconv.dot_precision(dtype), BT=tile, BQ=rows,
-                         BKP=taps, BC=reduce_chunk), True))
-        accumulator = dwconv._accumulator_dtype(dtype)
+                         BKP=taps, BC=reduce_chunk), True, num_warps=num_warps))
+        accumulator = dwconv.accumulator_dtype(dtype)
         for label, memory_format in [('nchw-7x7', torch.contiguous_format), ('cl-7x7', torch.channels_last)]:
             x = torch.empty(64, 998, 7, 7).to(memory_format=memory_format)
-            block_c, block_p = dwconv._forward_tile(x)
+            block_c, block_p = dwconv.direct_forward_tile(x)
             configs.append(KernelConfig(
                 f'direct_forward[{label},{dtype_name}]', kernels.dwconv_forward_kernel, dtype_name,
                 dict(NUM_BRANCHES=3, HAS_BIAS=True, ACC_DTYPE=accumulator, BLOCK_C=block_c,
@@ -102,22 +103,22 @@ def kernel_configs(dtype_names):
         # The peripheral kernels keep their intermediates in the accumulator dtype (fp32 here).
         configs += [
             KernelConfig(f'peripheral_row_box[{dtype_name}]', peripheral_kernels.row_box_kernel, dtype_name,
-                         dict(MIX=True, ACC_DTYPE=peripheral._tl_dtype(dtype), BLOCK_CELLS=16,
+                         dict(MIX=True, ACC_DTYPE=dwconv.accumulator_dtype(dtype), BLOCK_CELLS=16,
                               BLOCK_Q=peripheral.BLOCK_Q), False,
                          dict(offsets_ptr='*i32', out_ptr='*fp32')),
             KernelConfig(f'peripheral_col_box[{dtype_name}]', peripheral_kernels.col_box_kernel, dtype_name,
-                         dict(SUM=True, HAS_BIAS=True, ACC_DTYPE=peripheral._tl_dtype(dtype),
+                         dict(SUM=True, HAS_BIAS=True, ACC_DTYPE=dwconv.accumulator_dtype(dtype),
                               BLOCK_Q=peripheral.BLOCK_Q), False, dict(t_ptr='*fp32', offsets_ptr='*i32')),
         ]
     configs.append(KernelConfig(
         'peripheral_grad_weight[fp32]', peripheral_kernels.grad_weight_kernel, 'fp32',
-        dict(ACC_DTYPE=peripheral._tl_dtype(torch.float32), BLOCK_CELLS=16,
+        dict(ACC_DTYPE=dwconv.accumulator_dtype(torch.float32), BLOCK_CELLS=16,
              BLOCK_P=peripheral.GRAD_WEIGHT_BLOCK_P), False))
     return configs
 
 
 def compile_kernel(config, arch):
-    """Compile a :class:`KernelConfig` for ``sm_{arch}`` with 4 warps; the cubin is in ``asm``."""
+    """Compile a :class:`KernelConfig` for ``sm_{arch}``; the cubin is in ``asm``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -135,7 +136,7 @@ def compile_kernel(config, arch):
              if name.endswith('_ptr')}
     constants = {(fn.arg_names.index(name), ): value for name, value in config.constants.items()}
     return triton.compile(ASTSource(fn, signature, constants, attrs), target=GPUTarget('cuda', arch, 32),
-                          options={'num_warps': 4})
+                          options={'num_warps': config.num_warps})
 
 
 def sass_summary(cubin):
@@ -174,13 +175,13 @@ def main():
     except ImportError:
         parser.exit(2, 'error: triton is not installed (it ships with the CUDA builds of torch)\n')
     configs = [config for config in kernel_configs(dtype_names) if args.only in config.name]
-    print(f'triton {triton.__version__}, sm_{args.arch}, 4 warps, {len(configs)} kernel configurations',
-          flush=True)
+    print(f'triton {triton.__version__}, sm_{args.arch}, {len(configs)} kernel configurations', flush=True)
     failures = []
     for config in configs:
         summary = sass_summary(compile_kernel(config, args.arch).asm['cubin'])
         print(f'{config.name} ' + ' '.join(f'{key}={summary[key]}' for key in
-                                           ('regs', 'spills', 'mma', 'ffma', 'ldg', 'lds')), flush=True)
+                                           ('regs', 'spills', 'mma', 'ffma', 'ldg', 'lds'))
+              + f' warps={config.num_warps}', flush=True)
         if config.is_band and (summary['mma'] == 0 or summary['spills'] > 0):
             failures.append(config.name)
     if args.check and failures:

@@ -36,9 +36,10 @@ BAND_MIN_LONG_SIDE = 9
 BAND_MIN_POSITIONS = 64
 BAND_TILE = 64  # forward output tile side, at most
 BAND_GRAD_TILE = 16  # weight gradient: output rows (columns) per product P; BQ = pow2(16 + K - 1)
+BAND_GRAD_WARPS = 8
 # Input rows (columns) per forward dot and positions reduced per weight-gradient dot. tf32x3 splits
-# every fp32 operand in two, so fp32 takes half the chunk: ptxas for sm_90 then gives 238 (forward)
-# and 168 (weight gradient) registers and no spills, where a 32 chunk spills.
+# every fp32 operand in two, so fp32 takes half the chunk: ptxas for sm_90 then gives the forward 238
+# registers and no spills, where a 32 chunk spills.
 BAND_CHUNK = {torch.float32: 16, torch.float16: 32, torch.bfloat16: 32}
 
 
@@ -133,7 +134,7 @@ def _overlapping_range(kernel_side, image_side):
     return max(0, pad - image_side + 1), min(kernel_side, pad + image_side)
 
 
-def _forward_tile(x):
+def direct_forward_tile(x):
     """(BLOCK_C, BLOCK_P) of the forward kernel for this input's layout (see FORWARD_TILE)."""
     channels, positions = _next_power_of_2(x.shape[1]), _next_power_of_2(x.shape[2] * x.shape[3])
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -143,7 +144,8 @@ def _forward_tile(x):
     return min(channels, FORWARD_TILE // block_p), block_p
 
 
-def _accumulator_dtype(dtype):
+def accumulator_dtype(dtype):
+    """The triton dtype the direct and peripheral kernels accumulate ``dtype`` inputs in."""
     import triton.language as tl
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -154,7 +156,7 @@ def _launch_direct_forward(x, weights, bias):
     if y.numel() == 0:
         return y
     n, channels, height, width = x.shape
-    block_c, block_p = _forward_tile(x)
+    block_c, block_p = direct_forward_tile(x)
 
     branch_args = []
     for weight in weights:
@@ -170,7 +172,7 @@ def _launch_direct_forward(x, weights, bias):
     _kernels().dwconv_forward_kernel[grid](
         x, y, bias if bias is not None else x,
         channels, height, width, channel_blocks, position_blocks, *x.stride(), *y.stride(), *branch_args,
-        NUM_BRANCHES=len(weights), HAS_BIAS=bias is not None, ACC_DTYPE=_accumulator_dtype(x.dtype),
+        NUM_BRANCHES=len(weights), HAS_BIAS=bias is not None, ACC_DTYPE=accumulator_dtype(x.dtype),
         BLOCK_C=block_c, BLOCK_P=block_p)
     return y
 
@@ -183,13 +185,15 @@ def _launch_direct_weight_grad(grad_out, x, weight, grad_w):
     grid = (channels, -(-kh * kw // block_t))
     _kernels().dwconv_weight_grad_kernel[grid](
         grad_out, x, grad_w, n, channels, height, width, *grad_out.stride(), *x.stride(), kh, kw,
-        ACC_DTYPE=_accumulator_dtype(x.dtype), BLOCK_T=block_t, BLOCK_P=block_p)
+        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_T=block_t, BLOCK_P=block_p)
 
 
 # ----------------------------------------------------------------------------- band (tensor-core) kernels
 
 
-def _is_long_along_h(weight):
+def is_long_along_h(weight):
+    """Whether a (C, 1, kh, kw) kernel goes to the long-along-H slot of the band kernels (else the
+    long-along-W one, which also takes square kernels)."""
     return weight.shape[2] > weight.shape[3]
 
 
@@ -204,7 +208,7 @@ def uses_band(x, weights):
         return False
     if any(max(weight.shape[2:]) < BAND_MIN_LONG_SIDE for weight in weights):
         return False
-    long_h = sum(_is_long_along_h(weight) for weight in weights)
+    long_h = sum(is_long_along_h(weight) for weight in weights)
     return long_h <= 1 and len(weights) - long_h <= 1
 
 
@@ -224,20 +228,24 @@ def band_forward_config(x):
 
 
 def band_weight_grad_config(weight, x):
-    """(BT, BQ, BKP, BC) of :func:`band_kernels.band_weight_grad_kernel` for this kernel and x."""
-    long_h = _is_long_along_h(weight)
+    """(BT, BQ, BKP, BC, num_warps) of :func:`band_kernels.band_weight_grad_kernel` for this kernel and x.
+
+    With 8 warps ptxas gives every SLaK and PeLK configuration no spills for sm_80 and sm_90, where
+    4 spill on sm_80 (``tools/analysis/inspect_triton_kernels.py``).
+    """
+    long_h = is_long_along_h(weight)
     side = weight.shape[2] if long_h else weight.shape[3]
     reduced = x.shape[3] if long_h else x.shape[2]  # the axis a dot reduces over
     return (BAND_GRAD_TILE, _next_power_of_2(BAND_GRAD_TILE + side - 1), max(16, _next_power_of_2(side)),
-            max(16, min(BAND_CHUNK[x.dtype], _next_power_of_2(reduced))))
+            max(16, min(BAND_CHUNK[x.dtype], _next_power_of_2(reduced))), BAND_GRAD_WARPS)
 
 
 def _launch_band_forward(x, weights, bias):
     y = torch.empty_like(x)
     if y.numel() == 0:
         return y
-    long_h = next((w for w in weights if _is_long_along_h(w)), None)
-    long_w = next((w for w in weights if not _is_long_along_h(w)), None)
+    long_h = next((w for w in weights if is_long_along_h(w)), None)
+    long_w = next((w for w in weights if not is_long_along_h(w)), None)
     present = (long_h if long_h is not None else long_w).contiguous()
     long_h = present if long_h is None else long_h.contiguous()
     long_w = present if long_w is None else long_w.contiguous()
@@ -247,8 +255,8 @@ def _launch_band_forward(x, weights, bias):
     _band_kernels().band_forward_kernel[(n * channels * row_tiles * col_tiles, )](
         x, y, bias if bias is not None else x, channels, height, width, row_tiles, col_tiles,
         *x.stride(), *y.stride(), long_h, *long_h.shape[2:], long_w, *long_w.shape[2:],
-        HAS_LONG_H=any(_is_long_along_h(w) for w in weights),
-        HAS_LONG_W=any(not _is_long_along_h(w) for w in weights), HAS_BIAS=bias is not None,
+        HAS_LONG_H=any(is_long_along_h(w) for w in weights),
+        HAS_LONG_W=any(not is_long_along_h(w) for w in weights), HAS_BIAS=bias is not None,
         PRECISION=dot_precision(x.dtype), BH=tile_h, BW=tile_w, BK=chunk)
     return y
 
@@ -256,16 +264,16 @@ def _launch_band_forward(x, weights, bias):
 def _launch_band_weight_grad(grad_out, x, weight, grad_w):
     n, channels, height, width = x.shape
     kh, kw = weight.shape[2:]
-    tile, rows, taps, chunk = band_weight_grad_config(weight, x)
+    tile, rows, taps, chunk, num_warps = band_weight_grad_config(weight, x)
     g_n, g_c, g_h, g_w = grad_out.stride()
     x_n, x_c, x_h, x_w = x.stride()
-    if _is_long_along_h(weight):
+    if is_long_along_h(weight):
         planes = (height, width, g_n, g_c, g_h, g_w, x_n, x_c, x_h, x_w, kh, kw, kw, 1)
     else:  # the transposed planes, and the transposed kernel written into grad_w
         planes = (width, height, g_n, g_c, g_w, g_h, x_n, x_c, x_w, x_h, kw, kh, 1, kw)
     _band_kernels().band_weight_grad_kernel[(channels, planes[11])](
         grad_out, x, grad_w, n, channels, *planes, PRECISION=dot_precision(x.dtype), BT=tile, BQ=rows,
-        BKP=taps, BC=chunk)
+        BKP=taps, BC=chunk, num_warps=num_warps)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -306,7 +314,7 @@ def _centre(grad_wide, w_small):
     return grad_wide[:, :, :, margin:margin + w_small.shape[3]].contiguous()
 
 
-def _decomposed_weights(x, w_long, w_wide, w_small):
+def decomposed_launch_weights(x, w_long, w_wide, w_small):
     """The kernels one launch takes, and whether the small one was folded into the wide one."""
     if w_small is None:
         return [w_long, w_wide], False
@@ -342,7 +350,7 @@ def triton_dwconv2d_backward(grad_out, x, weight, need_input=True, need_weight=T
 def triton_decomposed_forward(x, w_long, w_wide, w_small=None, bias=None):
     """Sum of the 'same' depthwise convolutions with kernels (K, n), (n, K) and optionally (n, n), plus
     bias, in one kernel pass (x is read once per tile for all branches)."""
-    weights, _ = _decomposed_weights(x, w_long, w_wide, w_small)
+    weights, _ = decomposed_launch_weights(x, w_long, w_wide, w_small)
     return _launch_forward(x, weights, bias)
 
 
@@ -354,7 +362,7 @@ def triton_decomposed_backward(grad_out, x, w_long, w_wide, w_small=None, need_i
         tuple: (grad_x, grad_long, grad_wide, grad_small); grad_x is None unless ``need_input``, the
         weight gradients are None unless ``need_weight``, grad_small is None when ``w_small`` is None.
     """
-    weights, folded = _decomposed_weights(x, w_long, w_wide, w_small)
+    weights, folded = decomposed_launch_weights(x, w_long, w_wide, w_small)
     grad_x = None
     if need_input:
         grad_x = _launch_forward(grad_out, [_flipped(weight) for weight in weights], None)

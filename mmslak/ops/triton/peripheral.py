@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .dwconv import triton_supports
+from .dwconv import accumulator_dtype, triton_supports
 
 BLOCK_Q = 64  # output columns per program
 GRAD_WEIGHT_BLOCK_P = 64  # positions per tl.dot step of the weight gradient
@@ -23,11 +23,6 @@ def _kernels():
 
 def _acc_dtype(dtype: torch.dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _tl_dtype(dtype: torch.dtype):
-    import triton.language as tl
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _offsets(grid: Sequence[int], device) -> Tensor:
@@ -66,7 +61,7 @@ def _row_boxes(x: Tensor, weight: Optional[Tensor], grid: Sequence[int]) -> Tens
     if out.numel():
         _kernels().row_box_kernel[(n * c * h, _column_blocks(w))](
             x, x if weight is None else weight.contiguous(), _offsets(grid, x.device), out, c, h, w, cells,
-            sum(grid) // 2, n * c * h * w, MIX=weight is not None, ACC_DTYPE=_tl_dtype(x.dtype),
+            sum(grid) // 2, n * c * h * w, MIX=weight is not None, ACC_DTYPE=accumulator_dtype(x.dtype),
             BLOCK_CELLS=_block_cells(cells), BLOCK_Q=BLOCK_Q)
     return out
 
@@ -78,7 +73,7 @@ def _col_boxes(t: Tensor, grid: Sequence[int], out: Tensor, bias: Optional[Tenso
         _kernels().col_box_kernel[(n * c * h, _column_blocks(w))](
             t, _offsets(grid, t.device), out if bias is None else bias, out, c, h, w, len(grid),
             sum(grid) // 2, n * c * h * w, SUM=sum_cells, HAS_BIAS=bias is not None,
-            ACC_DTYPE=_tl_dtype(out.dtype), BLOCK_Q=BLOCK_Q)
+            ACC_DTYPE=accumulator_dtype(out.dtype), BLOCK_Q=BLOCK_Q)
     return out
 
 
@@ -102,7 +97,7 @@ def triton_peripheral_grad_weight(grad_out: Tensor, x: Tensor, grid: Sequence[in
     grad_w = x.new_zeros((c, 1, cells, cells), dtype=_acc_dtype(x.dtype))
     if row_boxes.numel():
         _kernels().grad_weight_kernel[(c, )](
-            row_boxes, col_boxes, grad_w, n, c, h * w, cells, n * c * h * w, ACC_DTYPE=_tl_dtype(x.dtype),
+            row_boxes, col_boxes, grad_w, n, c, h * w, cells, n * c * h * w, ACC_DTYPE=accumulator_dtype(x.dtype),
             BLOCK_CELLS=_block_cells(cells), BLOCK_P=GRAD_WEIGHT_BLOCK_P)
     return grad_w.to(x.dtype)
 
