@@ -257,6 +257,20 @@ def test_missing_extension_falls_back_to_torch_with_reason(monkeypatch, ran_back
     torch.testing.assert_close(out, F.conv2d(x, weight, padding=(2, 1), groups=3))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+def test_cuda_ops_take_the_measured_choice(ran_backends):
+    # With CUDA events timing Triton against PyTorch (on a GPU, run with TRITON_INTERPRET=0).
+    x = torch.randn(2, 8, 32, 32, device='cuda', requires_grad=True)
+    w_long, w_wide = torch.randn(8, 1, 31, 5, device='cuda'), torch.randn(8, 1, 5, 31, device='cuda')
+    out = decomposed_depthwise_conv2d(x, w_long, w_wide)
+    out.sum().backward()
+    assert [choice.how for choice in ran_backends] == ['measured', 'measured']
+    assert {choice.backend for choice in ran_backends} <= {'triton', 'torch'}
+    expected = (F.conv2d(x.detach().double(), w_long.double(), padding=(15, 2), groups=8)
+                + F.conv2d(x.detach().double(), w_wide.double(), padding=(2, 15), groups=8))
+    torch.testing.assert_close(out.detach().double(), expected, rtol=1e-4, atol=1e-4)
+
+
 # Blocks every OpenMMLab package, then runs the ops: what a PyTorch-only project (or a GPU machine with
 # only torch and triton) sees.
 _TORCH_ONLY = '''
