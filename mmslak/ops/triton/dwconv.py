@@ -17,6 +17,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ..common import memory_format_of
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MAX_BRANCHES = 3
 # Forward tile: channels x positions per program. Positions are the contiguous axis of NCHW, so they
@@ -241,6 +243,11 @@ def band_weight_grad_config(weight, x):
 
 
 def _launch_band_forward(x, weights, bias):
+    if not x.is_contiguous():
+        # The band kernels load rows of a plane; in channels_last those are strided by C, so they run on
+        # an NCHW copy (two memory passes, small next to the compute of a long kernel).
+        result = _launch_band_forward(x.contiguous(), weights, bias)
+        return result.contiguous(memory_format=memory_format_of(x))
     y = torch.empty_like(x)
     if y.numel() == 0:
         return y
@@ -262,6 +269,7 @@ def _launch_band_forward(x, weights, bias):
 
 
 def _launch_band_weight_grad(grad_out, x, weight, grad_w):
+    grad_out, x = grad_out.contiguous(), x.contiguous()  # rows of planes, as in the forward
     n, channels, height, width = x.shape
     kh, kw = weight.shape[2:]
     tile, rows, taps, chunk, num_warps = band_weight_grad_config(weight, x)
