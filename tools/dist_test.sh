@@ -1,17 +1,10 @@
 #!/usr/bin/env bash
 # Distributed evaluation with torchrun, on GPUs (NCCL) or CPU processes (gloo).
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [tools/test.py arguments...]
+# Several machines: set NNODES, NODE_RANK, MASTER_ADDR and PORT on each (see dist_run.sh).
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHON=${PYTHON:-python}
 
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$NPROC" --master_port="$PORT" \
-    "$(dirname "$0")/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
+exec bash "$(dirname "$0")/dist_run.sh" test.py "$NPROC" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

@@ -1,8 +1,5 @@
 # Cascade Mask R-CNN with FPN and a PeLK-T backbone on COCO, 3x schedule (36 epochs), total batch 16.
 # Reported in the PeLK paper (CVPR 2024): 51.4 box AP / 44.6 mask AP.
-# PeLK keeps SLaK's skeleton and stage widths, so this is the SLaK recipe with the backbone swapped.
-_base_ = '../slak/cascade-mask-rcnn_slak-t_fpn_giou-4conv1f_ms-3x_coco.py'
+_base_ = ['../_base_/recipes/cascade-mask-rcnn_fpn_giou-4conv1f_ms-3x_coco.py', '../_base_/models/pelk-t.py']
 
-checkpoint_file = 'checkpoints/pelk-t_in1k.pth'
-
-model = dict(backbone=dict(type='PeLK', init_cfg=dict(checkpoint=checkpoint_file)))
+model = dict(backbone=_base_.backbone, neck=dict(in_channels=_base_.stage_channels))

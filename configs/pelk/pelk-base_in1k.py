@@ -1,9 +1,8 @@
-# PeLK-B on ImageNet-1k, 224x224: SLaK-B's recipe (slak-base_in1k.py) with the PeLK backbone.
+# PeLK-B on ImageNet-1k, 224x224: the recipe of pelk-small_in1k.py with SLaK-B's drop path 0.5 and the
+# wider B stages.
 # Reported in the PeLK paper (CVPR 2024): 84.2 top-1.
-_base_ = '../slak/slak-base_in1k.py'
+_base_ = './pelk-small_in1k.py'
+import mmslak.models.backbones.pelk as pelk
 
 model = dict(
-    backbone=dict(_delete_=True, type='PeLK', arch='base', drop_path_rate=0.5, layer_scale_init_value=1e-6))
-
-# The positional embeddings get no weight decay, like the norms and biases.
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'pos_embed': dict(decay_mult=0.)}))
+    backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=pelk.PeLK.arch_widths('base')[-1]))

@@ -3,30 +3,6 @@
 # with the ConvNeXt-style AdamW and layer-wise lr decay; the official SLaK release ships no VOC config.
 # Reported result: none that our design notes record (shared/DESIGN.md lists no VOC number for SLaK);
 # this config is the suite's own VOC baseline, to be filled in from a real run.
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py', '../_base_/models/slak-t.py']
-custom_imports = dict(imports=['mmslak'], allow_failed_imports=False)
+_base_ = ['../_base_/recipes/faster-rcnn_fpn_1x_voc0712.py', '../_base_/models/slak-t.py']
 
-# SLaK-T with the downstream recipe, its ImageNet checkpoint and stage widths: configs/_base_/models/slak-t.py.
-checkpoint_file = {{_base_.slak_t_checkpoint}}
-
-model = dict(
-    backbone={{_base_.slak_t_backbone}},
-    neck=dict(in_channels={{_base_.slak_t_channels}}))
-
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='LargeKernelLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=6))
-
-max_epochs = 4  # of the 3x-repeated VOC0712 trainval set: 12 passes over the data
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1)
-]
-
-# VOC mAP at IoU 0.5 as the area under the precision/recall curve (VOC2010+ protocol) rather than
-# MMDetection's default 11-point interpolation.
-val_evaluator = dict(eval_mode='area')
-test_evaluator = val_evaluator
+model = dict(backbone=_base_.backbone, neck=dict(in_channels=_base_.stage_channels))

@@ -4,14 +4,5 @@ _base_ = './slak-tiny_in1k.py'
 
 model = dict(backbone=dict(arch='small', drop_path_rate=0.4))
 
-custom_hooks = [
-    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
-    dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        update_interval=100,
-        prune_rate=0.3,
-        params='model'),
-]
+# The EMA hook as it is; the sparse-training hook with S's schedule.
+custom_hooks = [_base_.custom_hooks[0], dict(_base_.custom_hooks[1], update_interval=100, prune_rate=0.3)]

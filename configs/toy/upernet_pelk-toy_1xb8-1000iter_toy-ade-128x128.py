@@ -1,8 +1,11 @@
-# Toy UperNet-PeLK: the SLaK toy config with a small PeLK backbone of the same widths, depths and
-# kernel sizes. The 21 and 17 kernels of the first two stages are peripheral (shared cells outside a 5x5
-# centre); the smaller ones are dense (PeLK's dense_max_kernel=13).
+# Toy UperNet-PeLK: the recipe of the SLaK toy with the small PeLK of the same widths, depths and
+# kernel sizes (configs/_base_/models/pelk-toy.py: the 21 and 17 kernels of the first two stages are
+# peripheral, the smaller ones dense).
 #   python tools/dataset_converters/make_toy_data.py && python tools/train.py CONFIG
 # No paper result applies; the reached metrics are in README.md (Quick start).
-_base_ = './upernet_slak-toy_1xb8-1000iter_toy-ade-128x128.py'
+_base_ = ['../_base_/recipes/upernet_1xb8-1000iter_toy-ade-128x128.py', '../_base_/models/pelk-toy.py']
 
-model = dict(backbone=dict(type='PeLK'))
+model = dict(
+    backbone=_base_.backbone,
+    decode_head=dict(in_channels=_base_.stage_channels),
+    auxiliary_head=dict(in_channels=_base_.stage_channels[2]))

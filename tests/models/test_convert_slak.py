@@ -87,7 +87,6 @@ def test_check_lists_unknown_missing_and_misshapen_keys():
 
 
 def test_converted_checkpoint_reproduces_official_logits(tmp_path, image):
-    pytest.importorskip('mmpretrain')
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS

@@ -3,13 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
 from slak_reference import official_forward, relative_error
 
 from mmslak.models import convert_slak_state_dict, switch_to_deploy
-
-pytest.importorskip('mmpretrain')
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs' / 'slak'
 

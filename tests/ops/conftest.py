@@ -68,13 +68,6 @@ def require_backend():
     return load_or_skip
 
 
-@pytest.fixture
-def cpp_extension():
-    """The loaded C++ extension (``torch.ops.mmslak_ext``); skip, or fail under MMSLAK_REQUIRE_EXT=1."""
-    load_or_skip(DWCONV_BACKENDS, 'cpp')
-    return torch.ops.mmslak_ext
-
-
 @pytest.fixture(autouse=True)
 def fresh_dispatcher(monkeypatch):
     """A new process-wide dispatcher per test: no loaded backend, measured choice or one-time message

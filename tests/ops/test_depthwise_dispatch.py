@@ -216,6 +216,18 @@ def test_default_timer_runs_the_function_and_returns_seconds():
     assert len(calls) == 1 + dispatch.TIMED_RUNS and 0 <= seconds < 1
 
 
+def test_require_ext_turns_a_missing_extension_into_a_failure(require_backend, monkeypatch):
+    loaders = {'cpp': _unavailable, 'triton': _unavailable}
+    monkeypatch.delenv('MMSLAK_REQUIRE_EXT', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='not built in this test'):
+        require_backend(loaders, 'cpp')
+    monkeypatch.setenv('MMSLAK_REQUIRE_EXT', '1')
+    with pytest.raises(pytest.fail.Exception, match='MMSLAK_REQUIRE_EXT=1 but the C.. extension is unavailable'):
+        require_backend(loaders, 'cpp')
+    with pytest.raises(pytest.skip.Exception):  # triton stays optional
+        require_backend(loaders, 'triton')
+
+
 # ----------------------------------------------------------------------------- the real ops
 
 

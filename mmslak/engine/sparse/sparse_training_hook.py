@@ -96,11 +96,10 @@ class SparseTrainingHook(MaskedWeightsHook):
                 raise ValueError(f'{arg} must be in [0, 1], got {value}')
         self.sparsity = sparsity
         self.init = init
-        self.prune = prune
         self.growth = growth
         self.update_interval = update_interval
-        self.prune_rate = prune_rate
-        self.final_prune_rate = final_prune_rate
+        # The cosine schedule of the prune rate: from the first update to the end of training.
+        self.prune_rate, self.final_prune_rate = prune_rate, final_prune_rate
         self.seed = seed
         self.generator = torch.Generator()
         self.optimizer_steps = 0

@@ -13,7 +13,8 @@ Extension points for subclasses:
   parameters are stored once; each mixer receives it in ``make_large_kernel`` and must keep it
   without registering it as a child (e.g. in a tuple attribute), or its parameters would be saved once
   per block.
-* ``arch_settings``: the named architectures (``depths`` and ``widths`` before ``width_factor``).
+* ``arch_settings``: the named architectures (``depths`` and ``widths`` before ``width_factor``);
+  ConvNeXt's T, S and B here, which SLaK and PeLK share. A subclass adds its own entries.
 * Mixers may implement ``switch_to_deploy()``; :meth:`LargeKernelConvNeXt.switch_to_deploy` calls it on
   all of them.
 
@@ -22,8 +23,11 @@ because the base builds the stages in its constructor.
 
 Parameter names are those of the official SLaK release: ``downsample_layers.{0..3}`` (stem conv + LN;
 LN + conv), ``stages.{s}.{b}.{large_kernel,norm,pwconv1,pwconv2,gamma}``, plus ``norm{i}`` for each
-returned stage (the classifier's final norm is ``norm3``).
+returned stage (the classifier's final norm is ``norm3``). :meth:`LargeKernelConvNeXt.get_layer_depth`
+gives each of them its depth for layer-wise learning-rate decay, as mmpretrain's ConvNeXt does.
 """
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -143,7 +147,11 @@ class LargeKernelConvNeXt(BaseModule):
             feature maps are contiguous either way; the results are the same. Defaults to True.
         init_cfg (dict | list[dict], optional): initialisation config.
     """
-    arch_settings = {}
+    arch_settings = {
+        'tiny': {'depths': [3, 3, 9, 3], 'widths': [96, 192, 384, 768]},
+        'small': {'depths': [3, 3, 27, 3], 'widths': [96, 192, 384, 768]},
+        'base': {'depths': [3, 3, 27, 3], 'widths': [128, 256, 512, 1024]},
+    }
     num_stages = 4
 
     def __init__(self,
@@ -165,12 +173,12 @@ class LargeKernelConvNeXt(BaseModule):
                                 std=.02, bias=0.),
                            dict(type='Constant', layer=['LayerNorm', 'LayerNorm2d'], val=1., bias=0.))):
         super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, tuple) else init_cfg)
-        depths, base_widths = self._parse_arch(arch)
+        depths, _ = self._parse_arch(arch)
         kernel_size = tuple(kernel_size)
         if len(kernel_size) != self.num_stages:
             raise ValueError(f'kernel_size needs one entry per stage ({self.num_stages}), got {kernel_size}')
         self.depths = depths
-        self.widths = [int(width * width_factor) for width in base_widths]
+        self.widths = self.arch_widths(arch, width_factor)
         self.kernel_size = kernel_size
         self.out_indices = self._parse_out_indices(out_indices)
         if not 0 <= frozen_stages <= self.num_stages:
@@ -211,17 +219,37 @@ class LargeKernelConvNeXt(BaseModule):
             self.add_module(f'norm{i}', LayerNorm2d(widths[i]))
         self._freeze_stages()
 
-    def _parse_arch(self, arch):
+    @classmethod
+    def arch_widths(cls, arch, width_factor=None):
+        """The widths of the stages that the backbone builds for ``arch``.
+
+        Configs take the input channels of a neck or decode head from here instead of typing them.
+
+        Args:
+            arch (str | dict): as for the constructor.
+            width_factor (float, optional): as for the constructor. Defaults to the constructor's
+                default (1.3 for SLaK and PeLK).
+
+        Returns:
+            list[int]: the channels of each stage, ``int(width * width_factor)``.
+        """
+        if width_factor is None:
+            width_factor = inspect.signature(cls).parameters['width_factor'].default
+        _, widths = cls._parse_arch(arch)
+        return [int(width * width_factor) for width in widths]
+
+    @classmethod
+    def _parse_arch(cls, arch):
         if isinstance(arch, str):
-            if arch not in self.arch_settings:
-                raise ValueError(f'unknown arch {arch!r} for {type(self).__name__}; choose one of '
-                                 f'{sorted(self.arch_settings)} or pass a dict with depths and widths')
-            arch = self.arch_settings[arch]
+            if arch not in cls.arch_settings:
+                raise ValueError(f'unknown arch {arch!r} for {cls.__name__}; choose one of '
+                                 f'{sorted(cls.arch_settings)} or pass a dict with depths and widths')
+            arch = cls.arch_settings[arch]
         if not isinstance(arch, dict) or not {'depths', 'widths'} <= set(arch):
             raise ValueError(f'arch must be a name or a dict with keys depths and widths, got {arch!r}')
         depths, widths = list(arch['depths']), list(arch['widths'])
-        if len(depths) != self.num_stages or len(widths) != self.num_stages:
-            raise ValueError(f'arch needs {self.num_stages} depths and widths, got depths={depths}, '
+        if len(depths) != cls.num_stages or len(widths) != cls.num_stages:
+            raise ValueError(f'arch needs {cls.num_stages} depths and widths, got depths={depths}, '
                              f'widths={widths}')
         return depths, widths
 
@@ -273,6 +301,75 @@ class LargeKernelConvNeXt(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
+
+    def get_layer_depth(self, param_name, prefix=''):
+        """Layer id of a parameter for layer-wise learning-rate decay: ConvNeXt's rule.
+
+        The rule of mmpretrain's ``ConvNeXt.get_layer_depth`` and of the official ConvNeXt and SLaK
+        downstream code: the stem gets 0; stage 0 gets 1; stage 1 and the downsampling before it 2;
+        stage 2 gets 3 plus one per three blocks, the downsampling before it 3; stage 3 and the
+        downsampling before it the last backbone id, ``4 + (depths[2] - 1) // 3`` (6 for T, 12 for S
+        and B, the ``num_layers`` that ConvNeXt configs type by hand); the output norms, and every
+        parameter outside ``prefix`` (neck, heads), one more. A parameter of a stage that belongs to no
+        block (PeLK's shared positional embedding) gets the id of the stage's first block, the earliest
+        that uses it.
+
+        Args:
+            param_name (str): the parameter's name, e.g. ``'backbone.stages.2.4.pwconv1.weight'``.
+            prefix (str): the backbone's prefix in the names (``'backbone.'`` for names taken from a
+                classifier, detector or segmentor). Defaults to ''.
+
+        Returns:
+            tuple[int, int]: the layer id and the number of layer ids, as mmpretrain's
+            ``LearningRateDecayOptimWrapperConstructor`` expects (the heads get
+            ``num_layers - 1``).
+        """
+        last_backbone_id = 4 + (self.depths[2] - 1) // 3
+        kind, stage, block = self._locate(param_name, prefix)
+        if kind == 'downsample':
+            layer_id = (0, 2, 3, last_backbone_id)[stage]
+        elif kind == 'stage':
+            layer_id = (1, 2, 3 + block // 3, last_backbone_id)[stage]
+        else:
+            layer_id = last_backbone_id + 1
+        return layer_id, last_backbone_id + 2
+
+    def get_stage_depth(self, param_name, prefix=''):
+        """Layer id of a parameter for stage-wise learning-rate decay: ConvNeXt's rule.
+
+        The rule of mmseg's and mmdet's ``get_stage_id_for_convnext``: the stem and the downsampling
+        layers get 0, stage ``s`` gets ``s + 1``, everything else (output norms, neck, heads) the same
+        id as in :meth:`get_layer_depth`, which also gives the number of ids. So the heads keep the
+        base learning rate and stage 3 of SLaK-T, 3 ids below them, gets ``decay_rate ** 3``, as with
+        the official configs' ``num_layers=6``.
+
+        Args:
+            param_name (str): the parameter's name.
+            prefix (str): the backbone's prefix in the names. Defaults to ''.
+
+        Returns:
+            tuple[int, int]: the layer id and the number of layer ids.
+        """
+        head_id, num_layers = self.get_layer_depth(param_name, prefix)
+        kind, stage, _ = self._locate(param_name, prefix)
+        if kind == 'downsample':
+            return 0, num_layers
+        if kind == 'stage':
+            return stage + 1, num_layers
+        return head_id, num_layers
+
+    @staticmethod
+    def _locate(param_name, prefix):
+        """('downsample', stage, None), ('stage', stage, block) or ('other', None, None)."""
+        if not param_name.startswith(prefix):
+            return 'other', None, None
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] == 'downsample_layers':
+            return 'downsample', int(parts[1]), None
+        if parts[0] == 'stages':
+            # A stage-level parameter (stages.{s}.shared...) counts as its stage's first block.
+            return 'stage', int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0
+        return 'other', None, None
 
     def switch_to_deploy(self):
         """Merge every mixer into its inference form (see :func:`mmslak.models.switch_to_deploy`)."""

@@ -60,11 +60,10 @@ class PeLK(LargeKernelConvNeXt):
         >>> tuple(model.stages[0].shared.pos_embed.shape)  # round(3/8 * 124) channels
         (46, 51, 51)
     """
+    # ConvNeXt's T, S and B (LargeKernelConvNeXt.arch_settings) and PeLK-B with the 101 kernels.
     arch_settings = {
-        'tiny': {'depths': [3, 3, 9, 3], 'widths': [96, 192, 384, 768]},
-        'small': {'depths': [3, 3, 27, 3], 'widths': [96, 192, 384, 768]},
-        'base': {'depths': [3, 3, 27, 3], 'widths': [128, 256, 512, 1024]},
-        'base-101': {'depths': [3, 3, 27, 3], 'widths': [128, 256, 512, 1024],
+        **LargeKernelConvNeXt.arch_settings,
+        'base-101': {**LargeKernelConvNeXt.arch_settings['base'],
                      'kernel_size': [101, 69, 67, 13], 'center_size': 7},
     }
     default_kernel_size = (51, 49, 47, 13)

@@ -39,12 +39,6 @@ class SLaK(LargeKernelConvNeXt):
         >>> [tuple(out.shape) for out in model(torch.rand(1, 3, 64, 64))]
         [(1, 32)]
     """
-    arch_settings = {
-        'tiny': {'depths': [3, 3, 9, 3], 'widths': [96, 192, 384, 768]},
-        'small': {'depths': [3, 3, 27, 3], 'widths': [96, 192, 384, 768]},
-        'base': {'depths': [3, 3, 27, 3], 'widths': [128, 256, 512, 1024]},
-    }
-
     def __init__(self,
                  arch='tiny',
                  kernel_size=(51, 49, 47, 13),

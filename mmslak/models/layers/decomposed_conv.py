@@ -101,8 +101,8 @@ class DecomposedLargeKernelConv(nn.Module):
             raise ValueError('kernel_size and short_kernel must be odd with 1 <= short_kernel <= '
                              f'kernel_size, got kernel_size={kernel_size}, short_kernel={short_kernel}')
         self.channels = channels
-        self.kernel_size = kernel_size
-        self.short_kernel = short_kernel
+        # The long and the short kernel side, K and N.
+        self.kernel_size, self.short_kernel = kernel_size, short_kernel
         self.decompose = decompose
         self.branch_bn = branch_bn
         self.deploy = False
