@@ -54,7 +54,8 @@ Timer = Callable[[Callable[[], Any], torch.device], float]
 
 
 class Choice(NamedTuple):
-    """One backend choice: which backend ran ``call`` of ``op`` on which device, and how it was chosen.
+    """One backend choice: which backend ran ``call`` of ``op`` (successfully) on which device, and how
+    it was chosen.
 
     ``how`` is ``'forced'``, ``'preferred'`` (first candidate) or ``'measured'``.
     """
@@ -213,14 +214,15 @@ class Dispatcher:
         device = tensors[0].device
         forced = forced_backend()
         if forced is not None:
-            impl = self._forced(op, forced, loaders, tensors)
+            result = call(self._forced(op, forced, loaders, tensors))
             self._chosen(Choice(op, call_name, device.type, forced, 'forced'))
-            return call(impl)
+            return result
         candidates = self.candidates(op, loaders, *tensors)
         if device.type not in self.measured_devices or len(candidates) == 1:
             name, impl = candidates[0]
+            result = call(impl)
             self._chosen(Choice(op, call_name, device.type, name, 'preferred'))
-            return call(impl)
+            return result
         key = (op, call_name, signature(tensors))
         if key not in self._decisions and not _capturing(device):
             self._decisions[key] = self._measure(op, call_name, call, candidates, device)
@@ -228,15 +230,17 @@ class Dispatcher:
         how = 'measured' if key in self._decisions else 'preferred'
         names = [name for name, _ in candidates]
         for name, impl in candidates[names.index(chosen):]:
-            self._chosen(Choice(op, call_name, device.type, name, how))
-            if name == names[-1]:
-                return call(impl)
             try:
-                return call(impl)
+                result = call(impl)
             except Exception as error:  # noqa: BLE001 -- any compile or launch failure falls back
+                if name == names[-1]:
+                    raise
                 fallback = names[names.index(name) + 1]
                 self._failed(op, call_name, name, fallback, error)
                 self._decisions[key] = fallback
+                continue
+            self._chosen(Choice(op, call_name, device.type, name, how))
+            return result
 
     def _measure(self, op: str, call_name: str, call: Callable[[Any], Any],
                  candidates: Sequence[Tuple[str, Any]], device: torch.device) -> str:
