@@ -1,17 +1,24 @@
 """C++ CPU backend of the depthwise 'same' convolutions (``mmslak._ext``, sources in ``csrc/``).
 
-The kernels take float32 and float64 tensors in any layout (contiguous and channels_last are the fast
-ones) and need a CPU with AVX2 and FMA (AVX-512 is used when present; ``MMSLAK_CPU_ISA=avx2`` forces
-the AVX2 kernels, for tests). They run with OpenMP over (image, block of 16 channels) tasks on a
+The kernels take float32, float64 and bfloat16 tensors in any layout (contiguous and channels_last are the
+fast ones). bfloat16 is computed in float32 and rounded once on output; weight gradients are accumulated
+in float32 and returned in the weights' dtype. They run on every CPU: the build the CPU supports is
+picked at run time (``cpu_isa()``: ``'avx512bf16'`` computes bfloat16 with VDPBF16PS dot products,
+``'avx512'`` and ``'avx2'`` widen it to float32, ``'generic'`` is the compiler's vector extensions: NEON
+on aarch64); ``MMSLAK_CPU_ISA=generic|avx2|avx512|avx512bf16`` forces a narrower one, for tests. They run
+on torch's intra-op threads (``torch.set_num_threads``) over (image, block of 16 channels) tasks on a
 channel-blocked copy of the block (one vector = the 16 channels of one pixel), so every map size uses
-full vectors and every load is aligned; see ``csrc/depthwise_kernels.h`` for the tiling. One call
-handles one to three kernels and sums their outputs: the decomposed SLaK conv is one pass over x in
-forward and one pass over (grad_out, x) in backward.
+full vectors and every load is aligned; see ``csrc/dwconv/kernels.h`` for the tiling. One call handles
+one to three kernels and sums their outputs: the decomposed SLaK conv is one pass over x in forward and
+one pass over (grad_out, x) in backward.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+# What the C++ kernels (depthwise and peripheral) take.
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 _extension_error = None
 
@@ -33,18 +40,23 @@ def load_extension():
 
 
 def cpu_isa() -> str:
-    """Instruction set the kernels use on this CPU: ``'avx512'``, ``'avx2'`` or ``'none'``."""
+    """Kernel build used on this CPU: ``'avx512bf16'``, ``'avx512'``, ``'avx2'`` or ``'generic'``."""
     load_extension()
     return torch.ops.mmslak_ext.dwconv2d_cpu_isa()
+
+
+def runnable_isas() -> List[str]:
+    """The kernel builds this CPU (and this build of the extension) runs, narrowest first: the values
+    ``MMSLAK_CPU_ISA`` accepts here."""
+    load_extension()
+    return list(torch.ops.mmslak_ext.cpu_isas())
 
 
 def supports(x: Tensor, *weights: Tensor) -> Tuple[bool, str]:
     if x.device.type != 'cpu':
         return False, f'the C++ kernels take CPU tensors, got a {x.device.type} tensor'
-    if x.dtype not in (torch.float32, torch.float64):
-        return False, f'the C++ kernels take float32 and float64, got {x.dtype}'
-    if cpu_isa() == 'none':
-        return False, 'the C++ kernels need a CPU with AVX2 and FMA'
+    if x.dtype not in DTYPES:
+        return False, f'the C++ kernels take float32, float64 and bfloat16, got {x.dtype}'
     return True, ''
 
 

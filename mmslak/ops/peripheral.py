@@ -189,8 +189,9 @@ def _torch_supports(x: Tensor, *tensors: Tensor) -> Tuple[bool, str]:
 def _cpp_supports(x: Tensor, *tensors: Tensor) -> Tuple[bool, str]:
     if x.device.type != 'cpu':
         return False, f'the C++ kernels take CPU tensors, got a {x.device.type} tensor'
-    if x.dtype not in (torch.float32, torch.float64):
-        return False, f'the C++ kernels take float32 and float64, got {x.dtype}'
+    from .cpu import DTYPES
+    if x.dtype not in DTYPES:
+        return False, f'the C++ kernels take float32, float64 and bfloat16, got {x.dtype}'
     return True, ''
 
 

@@ -1,7 +1,8 @@
 """mmslak.ops depthwise convolutions against F.conv2d, for the C++ and PyTorch backends.
 
 Every backend is forced through ``MMSLAK_DWCONV_BACKEND`` so that a test of ``cpp`` cannot silently
-run PyTorch. The Triton backend is tested in ``test_triton_dwconv.py`` under the interpreter.
+run PyTorch. The Triton backend is tested in ``test_triton_dwconv.py`` under the interpreter; every
+build, dtype and layout of the C++ kernels in ``test_cpu_kernels.py``.
 """
 import pytest
 import torch
@@ -29,27 +30,9 @@ def _backend_params():
 
 
 BACKENDS = _backend_params()
-# Both instruction sets of the C++ kernels; MMSLAK_CPU_ISA=avx2 runs the AVX2 ones on AVX-512 CPUs.
-CPP_ISAS = ['avx512', 'avx2']
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
     monkeypatch.setenv(BACKEND_ENV_VAR, request.param)
-    return request.param
-
-
-@pytest.fixture(params=CPP_ISAS)
-def cpp_isa(request, monkeypatch):
-    try:
-        from mmslak.ops import cpu
-        available = cpu.cpu_isa()
-    except ImportError as error:
-        pytest.skip(f'cpp backend unavailable: {error}')
-    if request.param == 'avx512' and available != 'avx512':
-        pytest.skip(f'this CPU runs the {available} kernels')
-    monkeypatch.setenv(BACKEND_ENV_VAR, 'cpp')
-    monkeypatch.setenv('MMSLAK_CPU_ISA', request.param)
     return request.param
 
 
@@ -137,16 +120,6 @@ def test_decomposed_matches_sum_of_conv2d(backend, shape, long_side, short_side,
     _check_forward_backward(x, weights, bias, _decomposed)
 
 
-def test_cpp_isas_match_conv2d_on_slak_shape(cpp_isa):
-    # SLaK-T stage-3 layout (kernel larger than the 14x14 image), a few channels, float32 and float64.
-    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-4)):
-        x, weights, bias = _inputs((2, 18, 14, 14), [(47, 5), (5, 47), (5, 5)], dtype=dtype,
-                                   channels_last=True)
-        _check_forward_backward(x, weights, bias, _decomposed, atol=tol, rtol=tol)
-        x, weights, bias = _inputs((1, 3, 30, 37), [(13, 13)], dtype=dtype)
-        _check_forward_backward(x, weights, bias, _single, atol=tol, rtol=tol)
-
-
 def test_gradcheck_single(backend):
     x, (weight, ), bias = _inputs((1, 2, 6, 5), [(5, 3)])
     inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
@@ -177,17 +150,6 @@ def test_non_contiguous_grad_out(backend):
     ref_x = x.detach().clone().requires_grad_()
     _reference(ref_x, weights, bias).sum().backward()
     torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize('view', ['channel_slice', 'transposed_hw'])
-def test_cpp_strided_input(cpp_isa, view):
-    """Inputs neither contiguous nor channels_last (a channel slice, H and W swapped) are read with
-    their own strides; results and gradients equal F.conv2d's."""
-    x, weights, bias = _inputs((2, 40, 9, 13), [(7, 3), (3, 7), (3, 3)])
-    x = x[:, ::2] if view == 'channel_slice' else x.transpose(2, 3)
-    weights, bias = [w[:x.shape[1]] for w in weights], bias[:x.shape[1]]
-    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
-    _check_forward_backward(x, weights, bias, _decomposed)
 
 
 def _check_with_cpp(x, weights, bias, op):
@@ -281,10 +243,9 @@ def test_module_rejects_even_kernel():
         LargeKernelDepthwiseConv2d(4, 4)
 
 
-def test_cpp_raw_op_checks_shapes(cpp_isa):
+def test_cpp_raw_op_checks_shapes(require_backend):
     """The extension's own op refuses a wrong bias or weight instead of reading past it."""
-    from mmslak.ops import cpu
-    cpu.load_extension()
+    require_backend(DWCONV_BACKENDS, 'cpp')
     x, weight = torch.randn(1, 40, 8, 8), torch.randn(40, 1, 3, 3)
     with pytest.raises(RuntimeError, match=r'bias must be \(C,\)'):
         torch.ops.mmslak_ext.dwconv2d_forward(x, [weight], torch.randn(1))

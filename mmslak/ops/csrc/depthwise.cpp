@@ -8,11 +8,14 @@
 //       y = bias + sum_k conv2d(x, weights[k], padding=(kh_k // 2, kw_k // 2), groups=C)
 //   torch.ops.mmslak_ext.dwconv2d_backward(grad_out, x, weights, need_input, need_weight)
 //       -> (grad_x, grad_weights)   (empty tensors for what was not asked for)
-//   torch.ops.mmslak_ext.dwconv2d_cpu_isa() -> 'avx512' | 'avx2' | 'none'
+//   torch.ops.mmslak_ext.dwconv2d_cpu_isa() -> 'avx512bf16' | 'avx512' | 'avx2' | 'generic' (the build in use)
+//   torch.ops.mmslak_ext.cpu_isas() -> the builds this CPU runs, narrowest first (MMSLAK_CPU_ISA values)
+//
+// float32, float64 and bfloat16 (computed in float32; weight gradients accumulated in float32 and
+// returned in bfloat16, the weights' dtype).
 #include <torch/extension.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -23,41 +26,54 @@
 namespace mmslak::dwconv {
 namespace {
 
-enum class Isa { kNone, kAvx2, kAvx512 };
+using cpu::Isa;
 
-Isa best_isa() {
-  static const Isa best = [] {
-    __builtin_cpu_init();
-    // __builtin_cpu_supports also checks that the OS saves the vector registers (XCR0).
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vl"))
-      return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-    return Isa::kNone;
-  }();
-  return best;
-}
+// The kernel build for an instruction set (cpu::current_isa only returns builds that exist).
+template <typename T>
+struct Kernels {
+  decltype(&generic::forward<T>) forward;
+  decltype(&generic::backward<T>) backward;
+};
 
-// MMSLAK_CPU_ISA=avx2 runs the AVX2 kernels on an AVX-512 machine (to test them); it cannot ask for
-// more than the CPU has.
-Isa current_isa() {
-  const Isa best = best_isa();
-  const char* requested = std::getenv("MMSLAK_CPU_ISA");
-  if (requested == nullptr || *requested == '\0') return best;
-  const std::string name(requested);
-  TORCH_CHECK(name == "avx2" || name == "avx512",
-              "MMSLAK_CPU_ISA must be avx2 or avx512 (or unset), got '", name, "'");
-  const Isa wanted = name == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-  TORCH_CHECK(wanted <= best, "MMSLAK_CPU_ISA=", name, " but this CPU does not support it");
-  return wanted;
-}
-
-std::string isa_name() {
-  switch (current_isa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "none";
+template <typename T>
+Kernels<T> kernels_for(Isa isa) {
+  switch (isa) {
+#if defined(MMSLAK_WITH_AVX512BF16)
+    case Isa::kAvx512Bf16: return {avx512bf16::forward<T>, avx512bf16::backward<T>};
+#endif
+#if defined(MMSLAK_WITH_AVX512)
+    case Isa::kAvx512: return {avx512::forward<T>, avx512::backward<T>};
+#endif
+#if defined(MMSLAK_WITH_AVX2)
+    case Isa::kAvx2: return {avx2::forward<T>, avx2::backward<T>};
+#endif
+    default: return {generic::forward<T>, generic::backward<T>};
   }
+}
+
+std::string isa_name() { return cpu::isa_name(cpu::current_isa()); }
+
+std::vector<std::string> runnable_isa_names() {
+  std::vector<std::string> names;
+  for (int isa = 0; isa <= int(cpu::best_isa()); ++isa) names.emplace_back(cpu::isa_name(Isa(isa)));
+  return names;
+}
+
+// The kernels' element type of a tensor's scalar type (at::BFloat16 is stored as its 16 bits).
+template <typename T>
+struct KernelType {
+  using type = T;
+};
+template <>
+struct KernelType<at::BFloat16> {
+  using type = BFloat16;
+};
+template <typename T>
+using kernel_t = typename KernelType<T>::type;
+
+template <typename T>
+kernel_t<T>* kernel_ptr(const at::Tensor& t) {
+  return reinterpret_cast<kernel_t<T>*>(t.data_ptr<T>());
 }
 
 Geometry geometry_of(const at::Tensor& t) { return {t.size(0), t.size(1), t.size(2), t.size(3)}; }
@@ -66,8 +82,8 @@ Strides strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.st
 std::vector<at::Tensor> checked_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights) {
   TORCH_CHECK(x.dim() == 4, "x must be (N, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.device().is_cpu(), "the C++ kernels take CPU tensors");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "the C++ kernels take float32 and float64, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kBFloat16,
+              "the C++ kernels take float32, float64 and bfloat16, got ", x.scalar_type());
   TORCH_CHECK(!weights.empty() && weights.size() <= 3, "one to three kernels, got ", weights.size());
   std::vector<at::Tensor> result;
   for (const at::Tensor& w : weights) {
@@ -82,11 +98,11 @@ std::vector<at::Tensor> checked_weights(const at::Tensor& x, const std::vector<a
 }
 
 template <typename T>
-KernelSet<T> kernel_set(const std::vector<at::Tensor>& weights) {
-  KernelSet<T> set{};
+KernelSet<kernel_t<T>> kernel_set(const std::vector<at::Tensor>& weights) {
+  KernelSet<kernel_t<T>> set{};
   set.count = int(weights.size());
   for (int k = 0; k < set.count; ++k) {
-    set.weight[k] = weights[k].data_ptr<T>();
+    set.weight[k] = kernel_ptr<T>(weights[k]);
     set.kh[k] = int(weights[k].size(2));
     set.kw[k] = int(weights[k].size(3));
   }
@@ -120,14 +136,12 @@ at::Tensor forward(const at::Tensor& input, const std::vector<at::Tensor>& weigh
   }
   at::Tensor y = empty_like_layout(x);
   if (y.numel() == 0) return y;
-  const Isa isa = current_isa();
-  TORCH_CHECK(isa != Isa::kNone, "the C++ kernels need a CPU with AVX2 and FMA");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv2d_forward", [&] {
-    const KernelSet<scalar_t> set = kernel_set<scalar_t>(w);
-    const scalar_t* bias_ptr = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
-    const auto run = isa == Isa::kAvx512 ? avx512::forward<scalar_t> : avx2::forward<scalar_t>;
-    const bool ok = run(geometry_of(x), x.data_ptr<scalar_t>(), strides_of(x), y.data_ptr<scalar_t>(),
-                        strides_of(y), bias_ptr, set);
+  const Isa isa = cpu::current_isa();
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dwconv2d_forward", [&] {
+    const auto set = kernel_set<scalar_t>(w);
+    const kernel_t<scalar_t>* bias_ptr = b.defined() ? kernel_ptr<scalar_t>(b) : nullptr;
+    const bool ok = kernels_for<kernel_t<scalar_t>>(isa).forward(geometry_of(x), kernel_ptr<scalar_t>(x), strides_of(x),
+                                                                 kernel_ptr<scalar_t>(y), strides_of(y), bias_ptr, set);
     TORCH_CHECK(ok, "dwconv2d_forward: out of memory for the per-thread scratch buffers");
   });
   return y;
@@ -152,18 +166,16 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward(const at::Tensor& grad_
     for (at::Tensor& g : grad_w) g.zero_();
     return {grad_x, grad_w};
   }
-  const Isa isa = current_isa();
-  TORCH_CHECK(isa != Isa::kNone, "the C++ kernels need a CPU with AVX2 and FMA");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv2d_backward", [&] {
-    const KernelSet<scalar_t> set = kernel_set<scalar_t>(w);
-    scalar_t* grad_w_ptrs[3] = {nullptr, nullptr, nullptr};
+  const Isa isa = cpu::current_isa();
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dwconv2d_backward", [&] {
+    const auto set = kernel_set<scalar_t>(w);
+    kernel_t<scalar_t>* grad_w_ptrs[3] = {nullptr, nullptr, nullptr};
     if (need_weight)
-      for (size_t k = 0; k < grad_w.size(); ++k) grad_w_ptrs[k] = grad_w[k].data_ptr<scalar_t>();
-    const auto run = isa == Isa::kAvx512 ? avx512::backward<scalar_t> : avx2::backward<scalar_t>;
-    const bool ok = run(geometry_of(x), grad_out.data_ptr<scalar_t>(), strides_of(grad_out),
-                        x.data_ptr<scalar_t>(), strides_of(x),
-                        need_input ? grad_x.data_ptr<scalar_t>() : nullptr,
-                        need_input ? strides_of(grad_x) : Strides{}, set, grad_w_ptrs);
+      for (size_t k = 0; k < grad_w.size(); ++k) grad_w_ptrs[k] = kernel_ptr<scalar_t>(grad_w[k]);
+    const bool ok = kernels_for<kernel_t<scalar_t>>(isa).backward(
+        geometry_of(x), kernel_ptr<scalar_t>(grad_out), strides_of(grad_out), kernel_ptr<scalar_t>(x), strides_of(x),
+        need_input ? kernel_ptr<scalar_t>(grad_x) : nullptr, need_input ? strides_of(grad_x) : Strides{}, set,
+        grad_w_ptrs);
     TORCH_CHECK(ok, "dwconv2d_backward: out of memory for the per-thread scratch buffers");
   });
   return {grad_x, grad_w};
@@ -177,6 +189,7 @@ TORCH_LIBRARY_FRAGMENT(mmslak_ext, m) {
   m.def("dwconv2d_backward(Tensor grad_out, Tensor x, Tensor[] weights, bool need_input, "
         "bool need_weight) -> (Tensor, Tensor[])");
   m.def("dwconv2d_cpu_isa() -> str", &mmslak::dwconv::isa_name);
+  m.def("cpu_isas() -> str[]", &mmslak::dwconv::runnable_isa_names);
 }
 
 TORCH_LIBRARY_IMPL(mmslak_ext, CPU, m) {

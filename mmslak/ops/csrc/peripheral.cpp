@@ -2,10 +2,15 @@
 // kernel is constant on the k'×k' cells of a grid, computed as separable box filters in about k'²
 // multiply-adds per pixel instead of K² (see mmslak/ops/peripheral.py for the algorithm).
 //
-// Layout: NCHW float32/float64, one (n, c) plane per task, vectorised along W with 64-byte GCC vector
-// types. The same source is compiled for AVX-512, AVX2 and the baseline ISA (target attributes on
+// Layout: NCHW float32/float64/bfloat16, one (n, c) plane per task, vectorised along W with 64-byte GCC
+// vector types. bfloat16 planes are widened to float32 when they are copied into the per-thread scratch
+// rows the algorithm works on anyway, computed in float32 and rounded once when written; weights and
+// bias are used in float32, and the weight gradient is accumulated in float64 and returned in bfloat16.
+// On x86-64 the same source is compiled for AVX-512, AVX2 and the baseline ISA (target attributes on
 // wrappers around always-inline templates, so no out-of-line code is built for a wider ISA than the
-// caller's) and the best one the CPU has is picked at run time: the binary stays portable.
+// caller's) and the instruction set of runtime.h picks one at run time: the binary stays portable.
+// Elsewhere (aarch64: NEON) the baseline build is the only one. Planes (forward) and channels (weight
+// gradient) are spread over torch's intra-op threads by cpu::run_workers.
 //
 // Registered with TORCH_LIBRARY_FRAGMENT(mmslak_ext, ...) (no PYBIND11_MODULE here: the depthwise
 // kernels own the module init of mmslak._ext):
@@ -14,13 +19,12 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
+
+#include "runtime.h"
 
 #define MMSLAK_INLINE inline __attribute__((always_inline))
 
@@ -133,9 +137,20 @@ MMSLAK_INLINE void mix_cells(int64_t q0, const T* boxes, int64_t box_stride, con
     }                                                                \
   }
 
-// Copies an H×W plane into rows of Wv (whose tail lanes stay zero), so every vector load is in bounds.
-template <typename T>
-MMSLAK_INLINE void copy_plane(const T* src, int64_t H, int64_t W, int64_t Wv, T* dst) {
+// The type a storage type is computed in.
+template <typename S>
+struct ComputeOf {
+  using type = S;
+};
+template <>
+struct ComputeOf<at::BFloat16> {
+  using type = float;
+};
+
+// Copies an H×W plane into rows of Wv (whose tail lanes stay zero), so every vector load is in bounds;
+// bfloat16 is widened to the compute type T on the way.
+template <typename Storage, typename T>
+MMSLAK_INLINE void copy_plane(const Storage* src, int64_t H, int64_t W, int64_t Wv, T* dst) {
   for (int64_t p = 0; p < H; ++p) std::copy(src + p * W, src + (p + 1) * W, dst + p * Wv);
 }
 
@@ -156,9 +171,9 @@ MMSLAK_INLINE void prepare(Buffer& buffer, int64_t size) {
 }
 
 // One (n, c) plane: y = bias + Σ_b colbox_b(Σ_a w[a, b] rowbox_a(x)), row by row.
-template <typename T>
-MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W,
-                                 T* y, Scratch<T>& s) {
+template <typename Storage, typename T>
+MMSLAK_INLINE void forward_plane(const Storage* x, const T* w, T bias, const CellGrid& g, int64_t H, int64_t W,
+                                 Storage* y, Scratch<T>& s) {
   const int64_t L = Simd<T>::lanes, k = g.cells, Wv = round_up(W, L), ld = Wv + g.kernel - 1;
   const int64_t kp = round_up(k, kBlock);
   // The plane with zero tail lanes; row boxes; mixed rows T_b zero padded by K//2 on both sides;
@@ -199,8 +214,8 @@ MMSLAK_INLINE void forward_plane(const T* x, const T* w, T bias, const CellGrid&
 
 // Channel c: grad_w[a, b] = Σ_{n, p, q} rowbox_a(x)[p, q] · colbox'_b(g)[p, q], where colbox'_b is the
 // column box of the reversed cell (the adjoint of the column box of cell b).
-template <typename T>
-MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int64_t plane_stride,
+template <typename Storage, typename T>
+MMSLAK_INLINE void grad_weight_channel(const Storage* x, const Storage* grad, int64_t N, int64_t plane_stride,
                                        const CellGrid& g, int64_t H, int64_t W, T* grad_w, Scratch<T>& s) {
   using S = Simd<T>;
   using V = typename S::Vec;
@@ -266,95 +281,93 @@ MMSLAK_INLINE void grad_weight_channel(const T* x, const T* grad, int64_t N, int
 
 // The kernels compiled for each instruction set; GCC lowers the 64-byte vectors to what the target has.
 #define MMSLAK_PERIPHERAL_ISA(isa, attributes)                                                          \
-  template <typename T>                                                                              \
-  attributes void forward_plane_##isa(const T* x, const T* w, T bias, const CellGrid& g, int64_t H,   \
-                                      int64_t W, T* y, Scratch<T>& s) {                              \
-    forward_plane<T>(x, w, bias, g, H, W, y, s);                                                     \
+  template <typename Storage, typename T>                                                                  \
+  attributes void forward_plane_##isa(const Storage* x, const T* w, T bias, const CellGrid& g, int64_t H,   \
+                                      int64_t W, Storage* y, Scratch<T>& s) {                              \
+    forward_plane<Storage, T>(x, w, bias, g, H, W, y, s);                                                  \
   }                                                                                                  \
-  template <typename T>                                                                              \
-  attributes void grad_weight_channel_##isa(const T* x, const T* grad, int64_t N, int64_t plane_stride, \
+  template <typename Storage, typename T>                                                                  \
+  attributes void grad_weight_channel_##isa(const Storage* x, const Storage* grad, int64_t N, int64_t plane_stride, \
                                             const CellGrid& g, int64_t H, int64_t W, T* grad_w,      \
                                             Scratch<T>& s) {                                         \
-    grad_weight_channel<T>(x, grad, N, plane_stride, g, H, W, grad_w, s);                            \
+    grad_weight_channel<Storage, T>(x, grad, N, plane_stride, g, H, W, grad_w, s);                         \
   }
 
+MMSLAK_PERIPHERAL_ISA(baseline, )
+#if defined(__x86_64__) || defined(_M_X64)
 #define MMSLAK_TARGET_AVX512 "avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"
 MMSLAK_PERIPHERAL_ISA(avx512, __attribute__((target(MMSLAK_TARGET_AVX512))))
 MMSLAK_PERIPHERAL_ISA(avx2, __attribute__((target("avx2,fma"))))
-MMSLAK_PERIPHERAL_ISA(baseline, )
+#endif
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-// The best instruction set of this CPU, or the one MMSLAK_CPU_ISA=avx2|avx512 asks for (to test the
-// AVX2 kernels on an AVX-512 machine; it cannot ask for more than the CPU has). Read at every call,
-// like the depthwise kernels do.
-Isa kernel_isa() {
-  static const Isa best = [] {
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-      return Isa::kAvx512;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2 : Isa::kBaseline;
-  }();
-  const char* requested = std::getenv("MMSLAK_CPU_ISA");
-  if (requested == nullptr || *requested == '\0') return best;
-  const std::string name(requested);
-  TORCH_CHECK(name == "avx2" || name == "avx512", "MMSLAK_CPU_ISA must be avx2 or avx512 (or unset), got '",
-              name, "'");
-  const Isa wanted = name == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-  TORCH_CHECK(wanted <= best, "MMSLAK_CPU_ISA=", name, " but this CPU does not support it");
-  return wanted;
-}
+using mmslak::cpu::Isa;
 
 void check_input(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(x.dim() == 4, name, " must be 4-D (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              " must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kBFloat16,
+              name, " must be float32, float64 or bfloat16, got ", x.scalar_type());
 }
 
-// Every (n, c) plane of the forward. Dynamic scheduling: on a busy machine, the threads that run keep
-// taking planes while a preempted one holds a single plane.
-template <typename T>
-void forward_planes(const T* x, const T* w, const T* bias, const CellGrid& g, int64_t N, int64_t C, int64_t H,
-                    int64_t W, T* y, Isa isa, int threads) {
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
+// Runs work(queue, scratch) on the workers of cpu::run_workers, each with its own scratch rows.
+template <typename T, typename Work>
+void run_with_scratch(int64_t tasks, int64_t work_per_task, Work& work) {
+  mmslak::cpu::run_workers(tasks, work_per_task, &work, [](void* context, mmslak::cpu::TaskQueue* queue) {
     Scratch<T> scratch;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t plane = 0; plane < N * C; ++plane) {
+    (*static_cast<Work*>(context))(queue, scratch);
+  });
+}
+
+// Every (n, c) plane of the forward, one task each.
+template <typename Storage, typename T>
+void forward_planes(const Storage* x, const T* w, const T* bias, const CellGrid& g, int64_t N, int64_t C, int64_t H,
+                    int64_t W, Storage* y, Isa isa) {
+  auto work = [&](mmslak::cpu::TaskQueue* queue, Scratch<T>& scratch) {
+    for (int64_t plane; (plane = mmslak::cpu::take_task(queue)) >= 0;) {
       const int64_t c = plane % C;
       const T* wc = w + c * g.cells * g.cells;
-      const T* xp = x + plane * H * W;
-      T* yp = y + plane * H * W;
-      if (isa == Isa::kAvx512)
-        forward_plane_avx512<T>(xp, wc, bias[c], g, H, W, yp, scratch);
-      else if (isa == Isa::kAvx2)
-        forward_plane_avx2<T>(xp, wc, bias[c], g, H, W, yp, scratch);
-      else
-        forward_plane_baseline<T>(xp, wc, bias[c], g, H, W, yp, scratch);
+      const Storage* xp = x + plane * H * W;
+      Storage* yp = y + plane * H * W;
+#if defined(__x86_64__) || defined(_M_X64)
+      if (isa >= Isa::kAvx512) {
+        forward_plane_avx512<Storage, T>(xp, wc, bias[c], g, H, W, yp, scratch);
+        continue;
+      }
+      if (isa == Isa::kAvx2) {
+        forward_plane_avx2<Storage, T>(xp, wc, bias[c], g, H, W, yp, scratch);
+        continue;
+      }
+#endif
+      forward_plane_baseline<Storage, T>(xp, wc, bias[c], g, H, W, yp, scratch);
     }
-  }
+  };
+  // Per plane: the row boxes, the k' x k' mixing and the column boxes, about k'^2 multiply-adds a pixel.
+  run_with_scratch<T>(N * C, H * W * g.cells * g.cells / Simd<T>::lanes, work);
 }
 
-// The weight gradient of every channel (a channel reduces over the N images itself: no atomics).
-template <typename T>
-void grad_weight_channels(const T* x, const T* grad, const CellGrid& g, int64_t N, int64_t C, int64_t H,
-                          int64_t W, T* grad_w, Isa isa, int threads) {
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    Scratch<T> scratch;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t c = 0; c < C; ++c) {
+// The weight gradient of every channel, one task each (a channel reduces over the N images itself: no
+// atomics).
+template <typename Storage, typename T>
+void grad_weight_channels(const Storage* x, const Storage* grad, const CellGrid& g, int64_t N, int64_t C, int64_t H,
+                          int64_t W, T* grad_w, Isa isa) {
+  auto work = [&](mmslak::cpu::TaskQueue* queue, Scratch<T>& scratch) {
+    for (int64_t c; (c = mmslak::cpu::take_task(queue)) >= 0;) {
       const int64_t start = c * H * W, stride = C * H * W;
       T* gw = grad_w + c * g.cells * g.cells;
-      if (isa == Isa::kAvx512)
-        grad_weight_channel_avx512<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
-      else if (isa == Isa::kAvx2)
-        grad_weight_channel_avx2<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
-      else
-        grad_weight_channel_baseline<T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+#if defined(__x86_64__) || defined(_M_X64)
+      if (isa >= Isa::kAvx512) {
+        grad_weight_channel_avx512<Storage, T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+        continue;
+      }
+      if (isa == Isa::kAvx2) {
+        grad_weight_channel_avx2<Storage, T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
+        continue;
+      }
+#endif
+      grad_weight_channel_baseline<Storage, T>(x + start, grad + start, N, stride, g, H, W, gw, scratch);
     }
-  }
+  };
+  run_with_scratch<T>(C, N * H * W * g.cells * g.cells / Simd<T>::lanes, work);
 }
 
 at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_in, at::IntArrayRef grid,
@@ -369,14 +382,16 @@ at::Tensor peripheral_forward(const at::Tensor& x_in, const at::Tensor& weight_i
                   (bias_in->dim() == 1 && bias_in->size(0) == C && bias_in->device() == x_in.device()),
               "bias must be (C,) = (", C, ",) on the device of x");
   const at::Tensor x = x_in.contiguous();
-  const at::Tensor weight = weight_in.to(x.scalar_type()).contiguous();
-  const at::Tensor bias = bias_in.has_value() ? bias_in->to(x.scalar_type()).contiguous()
-                                              : at::zeros({C}, x.options());
   at::Tensor y = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_forward", [&] {
-    forward_planes<scalar_t>(x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
-                             bias.data_ptr<scalar_t>(), g, N, C, H, W, y.data_ptr<scalar_t>(), kernel_isa(),
-                             at::get_num_threads());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "peripheral_forward", [&] {
+    using compute_t = typename ComputeOf<scalar_t>::type;
+    const auto compute_type = c10::CppTypeToScalarType<compute_t>::value;
+    const at::Tensor weight = weight_in.to(compute_type).contiguous();
+    const at::Tensor bias = bias_in.has_value() ? bias_in->to(compute_type).contiguous()
+                                                : at::zeros({C}, x.options().dtype(compute_type));
+    forward_planes<scalar_t, compute_t>(x.data_ptr<scalar_t>(), weight.data_ptr<compute_t>(),
+                                        bias.data_ptr<compute_t>(), g, N, C, H, W, y.data_ptr<scalar_t>(),
+                                        mmslak::cpu::current_isa());
   });
   return y;
 }
@@ -389,13 +404,15 @@ at::Tensor peripheral_grad_weight(const at::Tensor& grad_in, const at::Tensor& x
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad = grad_in.to(x.scalar_type()).contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  at::Tensor grad_w = at::zeros({C, 1, g.cells, g.cells}, x.options());
-  if (N == 0 || H == 0 || W == 0) return grad_w;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_grad_weight", [&] {
-    grad_weight_channels<scalar_t>(x.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), g, N, C, H, W,
-                                   grad_w.data_ptr<scalar_t>(), kernel_isa(), at::get_num_threads());
+  const at::ScalarType compute_type = x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
+  at::Tensor grad_w = at::zeros({C, 1, g.cells, g.cells}, x.options().dtype(compute_type));
+  if (N == 0 || H == 0 || W == 0) return grad_w.to(x.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "peripheral_grad_weight", [&] {
+    using compute_t = typename ComputeOf<scalar_t>::type;
+    grad_weight_channels<scalar_t, compute_t>(x.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), g, N, C, H, W,
+                                              grad_w.data_ptr<compute_t>(), mmslak::cpu::current_isa());
   });
-  return grad_w;
+  return grad_w.to(x.scalar_type());
 }
 
 }  // namespace
