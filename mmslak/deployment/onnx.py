@@ -22,12 +22,14 @@ Both of torch's exporters are covered: :func:`onnx_translation_table` gives the
 :func:`export_onnx` runs either. onnxscript is imported only when the dynamo table is built, so
 :mod:`mmslak.ops` and this module import with torch alone.
 """
+from contextlib import nullcontext
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 import mmslak.ops  # noqa: F401  (registers the torch.ops.mmslak ops translated here)
+from .wrappers import shape_generic_pooling
 
 DEFAULT_OPSET = 18
 EXPORTERS = ('dynamo', 'torchscript')
@@ -45,10 +47,13 @@ class _DynamoGraph:
         self.op = opset18
 
     @staticmethod
-    def kernel_shape(weight) -> Tuple[int, ...]:
-        return tuple(int(side) for side in weight.shape)
+    def kernel_shape(value) -> Tuple[Optional[int], ...]:
+        """The shape of a value, None for the sizes not known as numbers."""
+        return tuple(side if isinstance(side, int) else None for side in value.shape)
 
     def conv(self, x, weight, bias, channels, kernel_hw):
+        if None in kernel_hw:
+            return self.op.Conv(x, weight, bias, group=channels, auto_pad='SAME_UPPER')
         return self.op.Conv(x, weight, bias, group=channels, pads=_same_pads(kernel_hw))
 
     def add(self, a, b):
@@ -68,11 +73,14 @@ class _TorchScriptGraph:
         self.g = g
 
     @staticmethod
-    def kernel_shape(weight) -> Tuple[int, ...]:
-        return tuple(weight.type().sizes())
+    def kernel_shape(value) -> Tuple[Optional[int], ...]:
+        """The shape of a value, None for the sizes not known as numbers."""
+        return tuple(value.type().varyingSizes())
 
     def conv(self, x, weight, bias, channels, kernel_hw):
         inputs = (x, weight) if bias is None else (x, weight, bias)
+        if None in kernel_hw:
+            return self.g.op('Conv', *inputs, group_i=channels, auto_pad_s='SAME_UPPER')
         return self.g.op('Conv', *inputs, group_i=channels, pads_i=_same_pads(kernel_hw),
                          kernel_shape_i=list(kernel_hw))
 
@@ -93,8 +101,10 @@ def _same_pads(kernel_hw):
 
 
 def _depthwise(graph, x, weight, bias):
+    # A kernel computed in the graph can have sides the exporter does not know as numbers (PeLK's
+    # expanded kernel); its padding is then ONNX's SAME_UPPER, which is (k // 2, k // 2) for odd k.
     channels, _, kh, kw = graph.kernel_shape(weight)
-    return graph.conv(x, weight, bias, channels, (kh, kw))
+    return graph.conv(x, weight, bias, channels or graph.kernel_shape(x)[1], (kh, kw))
 
 
 def _pad_to(graph, weight, side):
@@ -218,7 +228,8 @@ def export_onnx(model: nn.Module,
         path (str): the ``.onnx`` file to write (the dynamo exporter writes weights over 2 GB beside it).
         exporter (str): ``'dynamo'`` (torch's default, needs onnxscript) or ``'torchscript'``.
         dynamic (bool): make the input's height and width dynamic (and the batch size with the
-            TorchScript exporter). Defaults to False.
+            TorchScript exporter); adaptive average pooling is then exported shape-generically
+            (:func:`~mmslak.deployment.wrappers.shape_generic_pooling`). Defaults to False.
         opset_version (int): ONNX opset. Defaults to 18.
         merge_decomposed (bool): see :func:`onnx_translation_table`.
         input_name (str): name of the input. Defaults to ``'input'``.
@@ -230,7 +241,9 @@ def export_onnx(model: nn.Module,
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
     output_names = list(output_names) if output_names else None
-    with torch.no_grad():
+    # with dynamic H and W, adaptive pooling must not be translated for the example's shape only
+    pooling = shape_generic_pooling(model) if dynamic else nullcontext()
+    with torch.no_grad(), pooling:
         if exporter == 'dynamo':
             dynamic_shapes = ({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}, ) if dynamic else None
             program = torch.onnx.export(

@@ -4,8 +4,10 @@ An exported graph takes the normalised image batch (N, 3, H, W), i.e. the output
 ``data_preprocessor`` (mean / std, RGB order), and returns tensors; what OpenMMLab does around the network
 (loading, resizing, non-maximum suppression, data samples) stays outside.
 """
+from contextlib import contextmanager
 from typing import List, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -111,3 +113,57 @@ def _select(model, part):
         raise ValueError(f'{type(model).__name__} has no neck; use part "backbone" or "model"')
     what = 'backbone + neck feature maps' if part == 'neck' else 'backbone feature maps'
     return Features(model, with_neck=part == 'neck'), what, part
+
+
+class DynamicAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` written with shape-generic operators, for exports with dynamic H and W.
+
+    torch's ONNX exporters translate adaptive pooling into an ``AveragePool`` whose kernel and stride come
+    from the export shape, which is wrong at any other shape (UperNet's pyramid pooling module gave 29%
+    relative error). Bin ``i`` of ``n`` over a side of length ``L`` averages ``[floor(i L / n),
+    ceil((i + 1) L / n))``, PyTorch's definition, computed here from cumulative sums along each axis
+    (averaging over a rectangle is averaging the row averages).
+
+    Args:
+        output_size (int | tuple[int, int]): the number of bins along H and W.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+    @staticmethod
+    def _pool(x, bins, dim):
+        length = x.shape[dim]
+        index = torch.arange(bins, device=x.device)
+        start = index * length // bins
+        end = ((index + 1) * length + bins - 1) // bins
+        prefix = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim)
+        sums = prefix.index_select(dim, end) - prefix.index_select(dim, start)
+        counts = (end - start).to(x.dtype).reshape([-1] + [1] * (x.dim() - 1 - dim))
+        return sums / counts
+
+    def forward(self, x):
+        return self._pool(self._pool(x, self.output_size[0], 2), self.output_size[1], 3)
+
+
+@contextmanager
+def shape_generic_pooling(module: nn.Module):
+    """Temporarily replace ``module``'s ``nn.AdaptiveAvgPool2d`` layers of more than one bin by
+    :class:`DynamicAdaptiveAvgPool2d` (one bin is a mean, which the exporters translate correctly)."""
+    replaced = []
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.AdaptiveAvgPool2d) and None not in _pair(child.output_size) and \
+                    _pair(child.output_size) != (1, 1):
+                setattr(parent, name, DynamicAdaptiveAvgPool2d(child.output_size))
+                replaced.append((parent, name, child))
+    try:
+        yield module
+    finally:
+        for parent, name, child in replaced:
+            setattr(parent, name, child)
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmslak.deployment import CUSTOM_OPS, export_onnx, onnx_op_types, onnxruntime_session
-from mmslak.ops import decomposed_depthwise_conv2d, depthwise_conv2d, peripheral_depthwise_conv2d
+from mmslak.ops import (decomposed_depthwise_conv2d, depthwise_conv2d, expand_peripheral_kernel,
+                        peripheral_depthwise_conv2d)
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
@@ -37,8 +38,8 @@ def centred(kernel, side):
 
 class AllOps(nn.Module):
     """Every op and optional argument: depthwise with and without bias, decomposed with and without the
-    small kernel and bias, peripheral with and without bias (no two convolutions alike, which the
-    exporter's optimizer would merge)."""
+    small kernel and bias, peripheral with and without bias, and a depthwise kernel computed in the graph
+    (no two convolutions alike, which the exporter's optimizer would merge)."""
 
     def __init__(self):
         super().__init__()
@@ -51,12 +52,15 @@ class AllOps(nn.Module):
         self.long, self.wide, self.small = param(CHANNELS, 1, 9, 3), param(CHANNELS, 1, 3, 9), param(CHANNELS, 1, 3, 3)
         self.long2, self.wide2 = param(CHANNELS, 1, 9, 3), param(CHANNELS, 1, 3, 9)
         self.cells = param(CHANNELS, 1, len(GRID), len(GRID))
+        self.embed = param(CHANNELS, 1, sum(GRID), sum(GRID))
 
     def forward(self, x):
         y = depthwise_conv2d(x, self.square, self.bias)
         y = (decomposed_depthwise_conv2d(y, self.long, self.wide, self.small, self.bias) +
              decomposed_depthwise_conv2d(y, self.long2, self.wide2))
         y = peripheral_depthwise_conv2d(y, self.cells, GRID, self.bias) + peripheral_depthwise_conv2d(y, self.cells, GRID)
+        # a kernel computed in the graph, whose sides the dynamo exporter does not know as numbers (PeLK)
+        y = depthwise_conv2d(y, expand_peripheral_kernel(self.cells, GRID) + self.embed)
         return depthwise_conv2d(y, self.square)
 
     def reference(self, x):
@@ -72,6 +76,7 @@ class AllOps(nn.Module):
         y = conv(y, merged, p['bias']) + conv(y, centred(p['long2'], 9) + centred(p['wide2'], 9))
         cells = expand_by_hand(p['cells'], GRID)
         y = conv(y, cells, p['bias']) + conv(y, cells)
+        y = conv(y, cells + p['embed'])
         return conv(y, p['square'])
 
 
@@ -84,9 +89,9 @@ def test_ops_export_to_standard_onnx_and_match_float64_conv(tmp_path, exporter, 
 
     counts = onnx_op_types(path)
     assert not [op for op in counts if '::' in op], counts  # standard domain only
-    assert set(counts) <= {'Conv', 'Add', 'Pad', 'Gather', 'Constant', 'Identity'}, counts
-    # 2 plain + 2 peripheral convolutions, and the decomposed ones: (3 + 2) per kernel or 2 merged
-    assert counts['Conv'] == 4 + (2 if merge else 5)
+    # 3 plain + 2 peripheral convolutions, and the decomposed ones: (3 + 2) per kernel or 2 merged (the
+    # other operators compute kernels from the parameters: Pad, Gather, and what repeat_interleave becomes)
+    assert counts['Conv'] == 5 + (2 if merge else 5)
 
     session = onnxruntime_session(path)
     for shape in [(1, CHANNELS, 20, 24), (2, CHANNELS, 33, 17)] if exporter == 'torchscript' else \
@@ -106,3 +111,20 @@ def test_every_custom_op_has_a_translation():
                   if not name.startswith('_') and hasattr(getattr(torch.ops.mmslak, name), 'default')}
     forward_ops = {name for name in registered if not ('backward' in name or 'grad' in name)}
     assert forward_ops <= set(CUSTOM_OPS), f'forward ops without an ONNX translation: {forward_ops - set(CUSTOM_OPS)}'
+
+
+@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
+def test_adaptive_pooling_is_exact_at_every_size_of_a_dynamic_export(tmp_path, exporter):
+    """UperNet's pyramid pooling: the stock translation fixes the pooling windows at the export shape."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(3), nn.AdaptiveAvgPool2d((2, 5))).eval()
+    path = str(tmp_path / 'pool.onnx')
+    export_onnx(model, torch.randn(1, 3, 6, 6), path, exporter=exporter, dynamic=True)
+    assert [type(layer) for layer in model] == [nn.Conv2d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool2d]
+    session = onnxruntime_session(path)
+    for height, width in [(6, 6), (7, 5), (13, 17)]:
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        conv = model[0]
+        expected = F.adaptive_avg_pool2d(F.adaptive_avg_pool2d(
+            F.conv2d(x.double(), conv.weight.detach().double(), conv.bias.detach().double()), 3), (2, 5))
+        result = torch.from_numpy(session.run(None, {'input': x.numpy()})[0]).double()
+        assert (result - expected).abs().max() <= 1e-5 * expected.abs().max()
