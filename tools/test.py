@@ -7,8 +7,9 @@ import argparse
 import os.path as osp
 
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
-from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint, close_process_group,
-                              load_config, one_line_user_errors)
+from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint_readable,
+                              close_process_group, load_config, one_line_user_errors)
+from mmslak.utils.data_check import TEST_LOADERS, check_class_counts, check_data_paths, data_errors_named
 
 # The stock visualization hooks of each task and the argument naming their output directory.
 VISUALIZATION_HOOKS = {
@@ -50,7 +51,9 @@ def add_dump_results(cfg, out):
 
 def runner_from_args(args):
     cfg = load_config(args)
-    check_checkpoint(args.checkpoint)
+    check_data_paths(cfg, TEST_LOADERS)
+    check_class_counts(cfg, TEST_LOADERS)
+    check_checkpoint_readable(args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
@@ -63,7 +66,8 @@ def main():
     args = parse_args()
     with one_line_user_errors(osp.basename(__file__)):
         runner = runner_from_args(args)
-    runner.test()
+        with data_errors_named():
+            runner.test()
     close_process_group()
 
 

@@ -10,8 +10,10 @@ import argparse
 import os.path as osp
 
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
-from mmslak.utils.cli import (add_common_args, build_runner, check_checkpoint, close_process_group,
+from mmslak.utils.cli import (add_common_args, build_runner, check_checkpoint, check_checkpoint_fits_model,
+                              check_checkpoint_readable, close_process_group, find_checkpoint_to_resume,
                               load_config, one_line_user_errors)
+from mmslak.utils.data_check import TRAIN_LOADERS, check_class_counts, check_data_paths, data_errors_named
 
 
 def parse_args():
@@ -27,12 +29,19 @@ def parse_args():
 
 def runner_from_args(args):
     cfg = load_config(args)
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        check_checkpoint(args.resume, '--resume checkpoint')
-        cfg.resume, cfg.load_from = True, args.resume
-    check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+    check_data_paths(cfg, TRAIN_LOADERS)
+    check_class_counts(cfg, TRAIN_LOADERS)
+    if args.resume is None:
+        check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+    else:
+        if args.resume == 'auto':
+            checkpoint_file, what = find_checkpoint_to_resume(cfg.work_dir), 'newest checkpoint'
+        else:
+            checkpoint_file, what = args.resume, '--resume checkpoint'
+        # without a checkpoint (an empty work dir) the run starts from the beginning
+        cfg.resume, cfg.load_from = checkpoint_file is not None, checkpoint_file
+        if checkpoint_file is not None:
+            check_checkpoint_fits_model(cfg, check_checkpoint_readable(checkpoint_file, what), what)
     return build_runner(cfg, args.launcher, amp=args.amp)
 
 
@@ -40,7 +49,8 @@ def main():
     args = parse_args()
     with one_line_user_errors(osp.basename(__file__)):
         runner = runner_from_args(args)
-    runner.train()
+        with data_errors_named():
+            runner.train()
     close_process_group()
 
 

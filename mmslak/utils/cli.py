@@ -1,15 +1,21 @@
 """Shared plumbing of ``tools/train.py`` and ``tools/test.py``: config loading, one-line user errors, the Runner."""
 import argparse
+import logging
+import os
 import os.path as osp
 import sys
 from contextlib import contextmanager
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
+from mmengine.logging import print_log
+from mmengine.registry import MODELS, RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
+from mmslak.engine.checkpoint import (CheckpointReadError, checkpoint_mismatch, find_resumable_checkpoint,
+                                      read_checkpoint, remove_interrupted_writes)
 from mmslak.engine.cpu_runtime import configure_cpu_runtime
+from mmslak.utils.quiet import ignore_stack_warnings, quiet_runner_logger
 
 
 class UserError(Exception):
@@ -76,7 +82,12 @@ def check_cfg_options(cfg, options):
 
 
 def load_config(args):
-    """Load ``args.config``, apply and check ``--cfg-options``, set the work dir and the launcher."""
+    """Load ``args.config``, apply and check ``--cfg-options``, set the work dir and the launcher.
+
+    From here on the warnings of the installed stack that a user cannot act on are filtered
+    (:func:`mmslak.utils.quiet.ignore_stack_warnings`): loading an OpenMMLab config emits the first.
+    """
+    ignore_stack_warnings()
     if not osp.isfile(args.config):
         raise UserError(f'config file {args.config} does not exist')
     try:
@@ -113,6 +124,58 @@ def check_checkpoint(path, what='checkpoint'):
         raise UserError(f'{what} {path} does not exist')
 
 
+def check_checkpoint_readable(path, what='checkpoint'):
+    """Refuse a local checkpoint that does not exist or cannot be read (truncated, overwritten, not a checkpoint).
+
+    Returns:
+        dict: the checkpoint, memory-mapped (see :func:`mmslak.engine.checkpoint.read_checkpoint`).
+    """
+    check_checkpoint(path, what)
+    try:
+        return read_checkpoint(osp.expanduser(path))
+    except CheckpointReadError as err:
+        raise UserError(f'{what} {path} cannot be read: {err}') from None
+
+
+def find_checkpoint_to_resume(work_dir):
+    """``--resume`` without a file: the newest readable checkpoint of ``work_dir``, or None for a fresh start.
+
+    Newer checkpoints that cannot be read are skipped with a warning naming each and why; temporary files of
+    saves that a kill interrupted are deleted (by one process of a distributed run).
+
+    Raises:
+        UserError: the work dir has checkpoints but none can be read.
+    """
+    if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) == '0':
+        for path in remove_interrupted_writes(work_dir):
+            print_log(f'removed {path}, left by an interrupted checkpoint save', logger='current')
+    checkpoint, skipped = find_resumable_checkpoint(work_dir)
+    for path, reason in skipped:
+        print_log(f'--resume: skipping {path}, it cannot be read: {reason}', logger='current',
+                  level=logging.WARNING)
+    if checkpoint is None and skipped:
+        raise UserError(f'--resume: no checkpoint in {work_dir} can be read ({len(skipped)} broken, the newest '
+                        f'{skipped[0][0]}: {skipped[0][1]}); remove them to start afresh')
+    if checkpoint is not None:
+        print_log(f'--resume: resuming from {checkpoint}', logger='current')
+    return checkpoint
+
+
+def check_checkpoint_fits_model(cfg, checkpoint, what):
+    """Refuse to resume from a checkpoint written by another architecture than ``cfg.model``.
+
+    MMEngine resumes with a non-strict load, which would continue training with some weights silently left at
+    their initial values (or fail later on the optimizer state). The model is built on the ``meta`` device:
+    names and shapes without memory or initialisation.
+    """
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')), torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    mismatch = checkpoint_mismatch(model, checkpoint['state_dict'])
+    if mismatch:
+        raise UserError(f'{what} {cfg.load_from} does not fit the config\'s model: {mismatch}; resume with the '
+                        'config that wrote it, or use another --work-dir')
+
+
 def build_runner(cfg, launcher, amp=False):
     """Fit ``cfg`` to this machine and build its Runner.
 
@@ -128,7 +191,9 @@ def build_runner(cfg, launcher, amp=False):
             configure_cpu_runtime(cfg, launcher, amp=amp)
         except (RuntimeError, ValueError, KeyError) as err:
             raise UserError(str(err)) from None
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    quiet_runner_logger(runner.logger)
+    return runner
 
 
 def close_process_group():

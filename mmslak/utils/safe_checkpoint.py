@@ -55,8 +55,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint refers to a class or function outside the allow-list."""
 
 
-def safe_torch_load(filename, map_location=None, extra_globals=()):
+def safe_torch_load(filename, map_location=None, extra_globals=(), mmap=False):
     """``torch.load(weights_only=True)`` with mmengine's classes (and ``extra_globals``) allowed.
+
+    ``mmap=True`` maps the file instead of reading its tensor data (zip-format checkpoints only).
 
     Raises:
         FileNotFoundError: ``filename`` does not exist.
@@ -64,7 +66,7 @@ def safe_torch_load(filename, map_location=None, extra_globals=()):
     """
     try:
         with torch.serialization.safe_globals(list(extra_globals)):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         # torch's message is long and suggests disabling safety; keep only the sentence naming the global.
         message = ' '.join(str(err).split())

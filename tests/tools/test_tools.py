@@ -2,35 +2,18 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from tool_runs import ROOT, run, write_image_folder
+from tool_runs import TINY_CLASSIFIER as CONFIG
 
 import mmslak  # noqa: F401  (allow-lists mmengine checkpoint classes for torch.load)
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / 'tests/data/configs/tiny_slak_classifier.py'
-
-
-def run(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
 
 
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):
-    """Two classes of 32×32 images: dark and bright, one folder each (mmpretrain's CustomDataset layout)."""
-    root = tmp_path_factory.mktemp('images')
-    rng = np.random.default_rng(0)
-    for label, base in (('dark', 40), ('bright', 200)):
-        (root / label).mkdir()
-        for i in range(8):
-            pixels = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f'{i}.png')
-    return root
+    return write_image_folder(tmp_path_factory.mktemp('data') / 'images')
 
 
 def train(work_dir, image_folder, *extra, max_iters=2):
