@@ -10,6 +10,7 @@ Every mmslak class is registered twice by :func:`register_module`:
 Importing this module does not import mmdet, mmseg or mmpretrain.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
@@ -30,6 +31,8 @@ OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmslak', locations=['mmslak.engine'])
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmslak', locations=['mmslak.engine'])
+# mmslak.evaluation imports mmdet: it is imported when a config names one of its metrics as 'mmslak.<name>'.
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mmslak', locations=['mmslak.evaluation'])
 
 
 def register_module(registry, name=None):

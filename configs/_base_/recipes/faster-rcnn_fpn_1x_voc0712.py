@@ -17,6 +17,6 @@ param_scheduler = [
 ]
 
 # VOC mAP at IoU 0.5 as the area under the precision/recall curve (VOC2010+ protocol) rather than
-# MMDetection's default 11-point interpolation.
-val_evaluator = dict(eval_mode='area')
+# MMDetection's default 11-point interpolation; mmslak's VOCMetric names a custom-class dataset's own classes.
+val_evaluator = dict(type='mmslak.CustomClassVOCMetric', eval_mode='area')
 test_evaluator = val_evaluator
