@@ -58,7 +58,8 @@ class AllOps(nn.Module):
         y = depthwise_conv2d(x, self.square, self.bias)
         y = (decomposed_depthwise_conv2d(y, self.long, self.wide, self.small, self.bias) +
              decomposed_depthwise_conv2d(y, self.long2, self.wide2))
-        y = peripheral_depthwise_conv2d(y, self.cells, GRID, self.bias) + peripheral_depthwise_conv2d(y, self.cells, GRID)
+        y = (peripheral_depthwise_conv2d(y, self.cells, GRID, self.bias) +
+             peripheral_depthwise_conv2d(y, self.cells, GRID))
         # a kernel computed in the graph, whose sides the dynamo exporter does not know as numbers (PeLK)
         y = depthwise_conv2d(y, expand_peripheral_kernel(self.cells, GRID) + self.embed)
         return depthwise_conv2d(y, self.square)

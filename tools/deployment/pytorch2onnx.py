@@ -36,7 +36,7 @@ from mmengine.utils import import_modules_from_strings
 from mmslak.deployment import (EXPORTERS, PARTS, export_onnx, exportable, model_task, onnx_op_types,
                                onnxruntime_session, relative_error)
 from mmslak.models import switch_to_deploy
-from mmslak.utils.cli import UserError, one_line_user_errors
+from mmslak.utils.cli import UserError, check_cfg_options, one_line_user_errors
 
 DEFAULT_SHAPES = {'classification': (224, 224), 'segmentation': (512, 512), 'detection': (512, 512)}
 
@@ -96,6 +96,7 @@ def check_args(args):
 def build_model(args):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
+        check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
