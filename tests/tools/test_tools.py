@@ -99,14 +99,29 @@ def test_new_constructor_argument_is_accepted(tmp_path, image_folder):
 
 
 @pytest.mark.slow
-def test_dist_train_runs_two_gloo_processes(tmp_path, image_folder):
-    result = subprocess.run(
-        ['bash', 'tools/dist_train.sh', str(CONFIG), '2', '--work-dir', str(tmp_path), '--cfg-options',
-         f'train_dataloader.dataset.data_root={image_folder}', 'train_cfg.max_iters=2'],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, 'PYTHON': sys.executable, 'PORT': '29517', 'OMP_NUM_THREADS': '1'})
+def test_dist_train_runs_two_gloo_processes_and_resumes(tmp_path, image_folder):
+    def dist_train(max_iters, *extra):
+        return subprocess.run(
+            ['bash', 'tools/dist_train.sh', str(CONFIG), '2', '--work-dir', str(tmp_path), *extra, '--cfg-options',
+             f'train_dataloader.dataset.data_root={image_folder}', f'train_cfg.max_iters={max_iters}',
+             'default_hooks.checkpoint.interval=1'],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, 'PYTHON': sys.executable, 'PORT': '29517', 'OMP_NUM_THREADS': '1'})
+
+    result = dist_train(2)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'Distributed training: True' in log
     assert "type='CPUDistributedDataParallel'" in (tmp_path / 'tiny_slak_classifier.py').read_text()
-    assert (tmp_path / 'iter_2.pth').exists()
+    # rank 0 alone wrote complete checkpoints, through a temporary file
+    assert checkpoint_iter(tmp_path / 'iter_2.pth') == 2 and not list(tmp_path.glob('.*.partial'))
+
+    # both processes skip the broken newest checkpoint and resume from the same one
+    newest = tmp_path / 'iter_2.pth'
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = dist_train(3, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert log.count(f'resuming from {tmp_path / "iter_1.pth"}') == 2
+    assert 'resumed epoch: 0, iter: 1' in log
+    assert checkpoint_iter(tmp_path / 'iter_3.pth') == 3
