@@ -7,7 +7,9 @@ box filters, about k'² multiply-adds per pixel) and of the dense K×K paths a l
 and the speed-up over the best dense path measured in the same run. Timings on a shared machine are
 noisy: compare ratios within one run.
 
-    python tools/analysis/benchmark_peripheral.py --threads 2
+    python tools/analysis/benchmark_peripheral.py --threads 2 [--dtype bf16]
+
+``--dtype bf16`` runs every path on bfloat16 tensors (the C++ kernels compute them in float32 and round once).
 
 The paths are timed call by call in interleaved rounds, so the load of a shared machine spreads over
 all of them; paths slower than ``--max-seconds`` per call are timed twice only (101×101 in NCHW takes
@@ -31,6 +33,7 @@ SHAPES = [
     ('PeLK-T stage 3, K=47', 499, 14, 47, 5),
 ]
 CONV_RATIO = 3 / 8
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
 
 def dense_conv(x, weight, grid):
@@ -55,6 +58,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch threads')
     parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--dtype', default='fp32', choices=sorted(DTYPES), help='dtype of every path')
     parser.add_argument('--repeats', type=int, default=10, help='timed rounds per measurement')
     parser.add_argument('--max-seconds', type=float, default=1.0,
                         help='calls slower than this are repeated only twice')
@@ -102,13 +106,14 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, '
+    dtype = DTYPES[args.dtype]
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.dtype}, '
           f'median and fastest of {args.repeats} calls (ms)')
     for label, width, size, kernel, centre in SHAPES:
         grid = peripheral_grid(kernel, center_size=centre)
         channels = peripheral_conv_channels(width, CONV_RATIO)
-        x = torch.randn(args.batch, channels, size, size)
-        weight = torch.randn(channels, 1, len(grid), len(grid)) * 0.01
+        x = torch.randn(args.batch, channels, size, size).to(dtype)
+        weight = (torch.randn(channels, 1, len(grid), len(grid)) * 0.01).to(dtype)
         print(f'\n{label}: C={channels} {size}x{size}, grid {grid} (k\'={len(grid)}; '
               f'{len(grid) ** 2} vs {kernel ** 2} taps)')
         print(f'  {"path":36s} {"forward median/min":>20s} {"fwd+bwd median/min":>20s}')
