@@ -174,3 +174,20 @@ def test_a_size_that_is_not_an_integer_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         erf_tool.main(['cfg.py', '--images', str(tmp_path), '--size', 'big', '--out-dir', str(tmp_path)])
     assert exit_info.value.code == 2 and "argument --size: invalid int value: 'big'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('content', [b'not a checkpoint', 'wrong model'])
+def test_an_unreadable_or_mismatched_checkpoint_is_one_error_line(tmp_path, capsys, content):
+    config = tiny_slak_config(tmp_path / 'tiny.py')
+    checkpoint = tmp_path / 'bad.pth'
+    if content == 'wrong model':
+        torch.save({'state_dict': {'stem.weight': torch.zeros(1)}}, checkpoint)
+    else:
+        checkpoint.write_bytes(content)
+    images = write_images(tmp_path / 'images', 1)
+    with pytest.raises(SystemExit) as exit_info:
+        erf_tool.main([config, str(checkpoint), '--images', images, '--num-images', '1', '--size', '32',
+                       '--out-dir', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1
+    assert f'cannot load checkpoint {checkpoint} into the model of {config}: ' in err

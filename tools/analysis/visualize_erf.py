@@ -30,6 +30,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+import pickle
 import re
 
 import numpy as np
@@ -74,9 +75,10 @@ def build_model(config, checkpoint=None, cfg_options=None):
     if checkpoint:
         try:
             load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
-        except RuntimeError as err:  # missing or unexpected keys, mismatched shapes
+        # A file torch cannot read (truncated, not allow-listed) or keys and shapes that do not match.
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
             summary = ' '.join(str(err).split())
-            raise UserError(f'checkpoint {checkpoint} does not fit the model of {config}: {summary[:300]}') from None
+            raise UserError(f'cannot load checkpoint {checkpoint} into the model of {config}: {summary[:300]}') from None
     else:
         # mmengine logs every parameter's initialisation to the console when no log file is open.
         logger = MMLogger.get_current_instance()
@@ -267,20 +269,19 @@ def save_heatmap(erf, path, title):
 def save_comparison(results, path, size):
     """Side-by-side heatmaps of ``results`` (label, erf, areas) with one colour bar and a table below."""
     count = len(results)
-    figure = Figure(figsize=(3.2 * count + 1, 4.6))
-    grid = figure.add_gridspec(2, count, height_ratios=[3.2, 1.0], hspace=0.05)
-    for column, (label, erf, _) in enumerate(results):
-        image = draw_heatmap(figure, figure.add_subplot(grid[0, column]), erf, label)
-    figure.colorbar(image, ax=figure.axes, fraction=0.02, pad=0.02)
+    figure = Figure(figsize=(3.2 * count + 1, 5.2))
+    grid = figure.add_gridspec(2, count, height_ratios=[3.2, 1.3], hspace=0.3)
+    heatmaps = [figure.add_subplot(grid[0, column]) for column in range(count)]
+    for axes, (label, erf, _) in zip(heatmaps, results):
+        image = draw_heatmap(figure, axes, erf, label)
+    figure.colorbar(image, ax=heatmaps, fraction=0.02, pad=0.02)
     table_axes = figure.add_subplot(grid[1, :])
     table_axes.axis('off')
-    rows = [f't={threshold:.0%}' for threshold in THRESHOLDS]
     cells = [[f'{side} px, {ratio:.1%}' for _, side, ratio in areas] for _, _, areas in results]
-    table = table_axes.table(cellText=list(map(list, zip(*cells))), rowLabels=rows,
-                             colLabels=[label for label, _, _ in results], loc='center', cellLoc='center')
-    table.scale(1, 1.2)
-    table_axes.set_title(f'side and area ratio of the centred square holding t of the ERF ({size}x{size} input)',
-                         fontsize=9)
+    table_axes.table(cellText=[list(row) for row in zip(*cells)], rowLabels=[f't={t:.0%}' for t in THRESHOLDS],
+                     colLabels=[label for label, _, _ in results], cellLoc='center', bbox=[0.08, 0, 0.92, 1])
+    table_axes.set_title(f'side and area ratio of the smallest centred square holding t of the ERF '
+                         f'({size}x{size} input)', fontsize=9)
     figure.savefig(path, dpi=100, bbox_inches='tight')
 
 
