@@ -36,6 +36,7 @@ def test_the_table_names_the_dataset_classes(tmp_path):
     assert 'aeroplane' not in log
 
 
+@pytest.mark.filterwarnings('ignore:Pascal VOC2007 uses')  # the stock metric's protocol note
 def test_stock_voc_metric_prints_pascal_names_for_the_same_data(tmp_path):
     """The defect this metric exists for; same numbers, wrong names."""
     results, log = evaluate('VOCMetric', TOY_CLASSES, tmp_path / 'stock.log')

@@ -152,6 +152,7 @@ def train(work_dir, images, max_iters, *extra, options=()):
                'default_hooks.checkpoint.interval=2', *options)
 
 
+@pytest.mark.slow
 def test_undecodable_image_is_named_and_checkpoints_stay(tmp_path):
     images = write_image_folder(tmp_path / 'images')
     assert train(tmp_path / 'run', images, 2).returncode == 0

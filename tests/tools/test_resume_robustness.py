@@ -138,6 +138,7 @@ def test_checkpoint_mismatch_lists_shapes_missing_and_unexpected():
 # ---------------------------------------------------------------- tools/train.py --resume
 
 
+@pytest.mark.slow
 def test_resume_skips_broken_checkpoints_and_repeats_the_run_exactly(tmp_path, image_folder, sparse_config):
     work_dir = tmp_path / 'run'
     first = run(*train_args(sparse_config, work_dir, image_folder, 4))
@@ -186,6 +187,7 @@ def test_resume_with_only_broken_checkpoints_is_one_line(tmp_path):
         f'{tmp_path / "iter_1.pth"}: the file is empty); remove them to start afresh')
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_is_refused_before_anything_is_written(tmp_path, image_folder):
     first = run(*train_args(CONFIG, tmp_path, image_folder, 1))
     assert first.returncode == 0, first.stderr[-3000:]
