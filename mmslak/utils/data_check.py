@@ -15,6 +15,8 @@ import traceback
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 
+from mmengine.registry import DATASETS, DefaultScope
+
 from mmslak.utils.cli import UserError
 
 DATASETS_HELP = 'see README.md, section "The real datasets"'
@@ -113,7 +115,6 @@ def _dataset_classes(dataset, scope):
     metainfo = dataset.get('metainfo') or {}
     if metainfo.get('classes'):
         return tuple(metainfo['classes']), 'metainfo.classes'
-    from mmengine.registry import DATASETS, DefaultScope
     with DefaultScope.overwrite_default_scope(scope):
         with DATASETS.switch_scope_and_registry(scope) as registry:
             dataset_class = registry.get(dataset.get('type')) if isinstance(dataset.get('type'), str) else None
@@ -126,7 +127,8 @@ def head_class_counts(model, key='model'):
     if isinstance(model, dict):
         for name, value in model.items():
             # the RPN's single objectness class and mmpretrain's one-hot size are not dataset classes
-            if name == 'num_classes' and isinstance(value, int) and not key.endswith(('rpn_head', 'data_preprocessor')):
+            not_a_head = key.endswith(('rpn_head', 'data_preprocessor'))
+            if name == 'num_classes' and isinstance(value, int) and not not_a_head:
                 yield f'{key}.num_classes', value
             elif name not in ('train_cfg', 'test_cfg', 'init_cfg'):
                 yield from head_class_counts(value, f'{key}.{name}')
@@ -138,8 +140,8 @@ def head_class_counts(model, key='model'):
 def check_class_counts(cfg, loaders):
     """Refuse a run whose model heads predict another number of classes than its datasets name.
 
-    Also refuses a ``metainfo`` whose ``palette`` has another length than its ``classes`` (mmseg fails on
-    that with an IndexError, mmdet draws with the wrong colours).
+    Also refuses a ``metainfo.palette`` with neither one colour per class nor one per class of the dataset
+    type (mmseg fails on it with an IndexError in ``_update_palette``; mmdet draws with the wrong colours).
 
     Raises:
         UserError: naming both config keys and both numbers.
