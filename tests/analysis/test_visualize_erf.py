@@ -120,10 +120,10 @@ def test_slak_t_and_pelk_t_maps_side_by_side(tmp_path, capsys):
         for line in erf_tool.format_areas(areas):
             assert f'[{label}] {line}' in printed
         with Image.open(out / label / 'erf.png') as png:
-            single_width = png.size[0]
+            single_size = png.size
             assert 200 <= png.size[0] <= 1000 and 200 <= png.size[1] <= 1000
-    with Image.open(out / 'erf_compare.png') as png:
-        assert png.size[0] > 1.5 * single_width and png.size[1] >= 300
+    with Image.open(out / 'erf_compare.png') as png:  # two maps side by side, the table below them
+        assert png.size[0] > single_size[0] and png.size[1] > single_size[1]
 
 
 def test_checkpoint_is_loaded(tmp_path):

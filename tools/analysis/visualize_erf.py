@@ -269,7 +269,7 @@ def save_heatmap(erf, path, title):
 def save_comparison(results, path, size):
     """Side-by-side heatmaps of ``results`` (label, erf, areas) with one colour bar and a table below."""
     count = len(results)
-    figure = Figure(figsize=(3.2 * count + 1, 5.2))
+    figure = Figure(figsize=(2.8 * count + 1, 4.8))
     grid = figure.add_gridspec(2, count, height_ratios=[3.2, 1.3], hspace=0.3)
     heatmaps = [figure.add_subplot(grid[0, column]) for column in range(count)]
     for axes, (label, erf, _) in zip(heatmaps, results):
