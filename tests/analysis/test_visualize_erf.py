@@ -191,3 +191,20 @@ def test_an_unreadable_or_mismatched_checkpoint_is_one_error_line(tmp_path, caps
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count('\n') == 1
     assert f'cannot load checkpoint {checkpoint} into the model of {config}: ' in err
+
+
+def test_inputs_are_normalised_like_the_training_data(tmp_path):
+    """mmseg/mmdet's bgr_to_rgb, mmpretrain's top-level to_rgb, BGR without a flag, ImageNet RGB without any."""
+    from mmengine.config import Config
+    configs = {
+        'seg': Config(dict(model=dict(data_preprocessor=dict(mean=[1, 2, 3], std=[2, 2, 2], bgr_to_rgb=True)))),
+        'cls': Config(dict(model=dict(), data_preprocessor=dict(mean=[1, 2, 3], std=[2, 2, 2], to_rgb=True))),
+        'bgr': Config(dict(model=dict(data_preprocessor=dict(mean=[1, 2, 3], std=[2, 2, 2])))),
+        'none': Config(dict(model=dict())),
+    }
+    pixel = np.array([[[10, 20, 30]]], dtype=np.uint8)  # one RGB pixel
+    expected = {'seg': [4.5, 9, 13.5], 'cls': [4.5, 9, 13.5], 'bgr': [14.5, 9, 3.5],
+                'none': [(10 - 123.675) / 58.395, (20 - 116.28) / 57.12, (30 - 103.53) / 57.375]}
+    for name, cfg in configs.items():
+        tensor, = erf_tool.normalised_inputs([pixel], *erf_tool.input_normalisation(cfg))
+        np.testing.assert_allclose(tensor.flatten().numpy(), expected[name], rtol=1e-6, err_msg=name)

@@ -73,12 +73,12 @@ def build_model(config, checkpoint=None, cfg_options=None):
     init_default_scope(cfg.get('default_scope', 'mmslak'))
     model = MODELS.build(cfg.model)
     if checkpoint:
+        # Refused: a file torch cannot read (truncated, not allow-listed), or keys and shapes that do not match.
         try:
             load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
-        # A file torch cannot read (truncated, not allow-listed) or keys and shapes that do not match.
         except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            summary = ' '.join(str(err).split())
-            raise UserError(f'cannot load checkpoint {checkpoint} into the model of {config}: {summary[:300]}') from None
+            summary = ' '.join(str(err).split())[:300]
+            raise UserError(f'cannot load checkpoint {checkpoint} into the model of {config}: {summary}') from None
     else:
         # mmengine logs every parameter's initialisation to the console when no log file is open.
         logger = MMLogger.get_current_instance()
@@ -251,7 +251,7 @@ def normalised_inputs(images, mean, std, rgb):
         yield (tensor - mean) / std
 
 
-def draw_heatmap(figure, axes, erf, title):
+def draw_heatmap(axes, erf, title):
     image = axes.imshow(erf, cmap=COLOUR_MAP, vmin=0, vmax=1, interpolation='nearest')
     axes.set_xticks([])
     axes.set_yticks([])
@@ -262,7 +262,7 @@ def draw_heatmap(figure, axes, erf, title):
 def save_heatmap(erf, path, title):
     figure = Figure(figsize=(4.6, 4))
     axes = figure.add_subplot()
-    figure.colorbar(draw_heatmap(figure, axes, erf, title), ax=axes, fraction=0.046, pad=0.04)
+    figure.colorbar(draw_heatmap(axes, erf, title), ax=axes, fraction=0.046, pad=0.04)
     figure.savefig(path, dpi=100, bbox_inches='tight')
 
 
@@ -273,7 +273,7 @@ def save_comparison(results, path, size):
     grid = figure.add_gridspec(2, count, height_ratios=[3.2, 1.3], hspace=0.3)
     heatmaps = [figure.add_subplot(grid[0, column]) for column in range(count)]
     for axes, (label, erf, _) in zip(heatmaps, results):
-        image = draw_heatmap(figure, axes, erf, label)
+        image = draw_heatmap(axes, erf, label)
     figure.colorbar(image, ax=heatmaps, fraction=0.02, pad=0.02)
     table_axes = figure.add_subplot(grid[1, :])
     table_axes.axis('off')
