@@ -204,21 +204,25 @@ def test_resume_with_another_architecture_is_refused_before_anything_is_written(
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_while_saving_never_breaks_resume(tmp_path, image_folder):
-    """Kill a run that saves every iteration at a random moment, six times; resume always works."""
+    """Kill a run that saves every iteration, six times: at a random moment after its first save, or as soon
+    as a save is under way (its temporary file exists). Every resume works and continues the count."""
     rng = random.Random(0)
     work_dir = tmp_path / 'run'
     resumed_from = []
-    for _ in range(6):
+    for attempt in range(6):
         existing = {path.name for path in work_dir.glob('iter_*.pth')}
         process = subprocess.Popen([sys.executable, *map(str, train_args(CONFIG, work_dir, image_folder, 1000,
                                                                          '--resume'))],
                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 300
-        # once this run has saved its first checkpoint it saves one every few milliseconds: kill it in there
         while not {path.name for path in work_dir.glob('iter_*.pth')} - existing:
             assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.5))
+        if attempt % 2:
+            time.sleep(rng.uniform(0, 0.5))
+        else:
+            while not list(work_dir.glob('.*.partial')):
+                assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
         process.send_signal(signal.SIGKILL)
         log = process.communicate()[0]
         if resumed_from:
