@@ -2,7 +2,8 @@
 
 * setuptools >= 81 warns on every ``import pkg_resources``; mmengine imports it (and reloads it, which warns
   again) whenever a config names a base as ``mmdet::``, ``mmseg::`` or ``mmpretrain::``.
-* mmseg's decode heads call mmseg's own deprecated ``build_loss``.
+* mmseg's decode heads call mmseg's own deprecated ``build_loss``, and its visualization hook warns that it
+  draws nothing when drawing is off, as it is by default (``tools/test.py --show-dir`` turns it on).
 * MMEngine's checkpoint saving creates a deprecated ``FileClient`` for the local disk and logs two
   deprecation warnings about it in every training run.
 * Building an OpenMMLab inferencer (``DetInferencer``, ``MMSegInferencer``, ``ImageClassificationInferencer``)
@@ -19,7 +20,8 @@ import warnings
 from contextlib import contextmanager
 
 # Python warnings raised inside the pinned stack (setuptools<82, mmseg 1.2.2), by message start.
-STACK_WARNINGS = (r'pkg_resources is deprecated as an API', r'``build_loss`` would be deprecated soon')
+STACK_WARNINGS = (r'pkg_resources is deprecated as an API', r'``build_loss`` would be deprecated soon',
+                  r'The draw is False, it means that the hook for visualization will not take effect')
 # What MMEngine logs when its checkpoint code creates a FileClient for the local disk.
 FILE_CLIENT_WARNINGS = ('"FileClient" will be deprecated in future', '"HardDiskBackend" is the alias of')
 # What mmengine logs while an inferencer sets up its scope (mmengine/registry/{utils,registry}.py).
