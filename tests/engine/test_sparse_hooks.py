@@ -402,6 +402,7 @@ def _distributed_worker(rank, world_size, tmp_path):
     torch_dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes: about 12 CPU-seconds
 def test_distributed_masks_identical_on_every_rank(tmp_path):
     mp.spawn(_distributed_worker, args=(2, tmp_path), nprocs=2)
     results = [torch.load(tmp_path / f'rank{rank}.pth', weights_only=True) for rank in range(2)]
