@@ -35,7 +35,7 @@ step "torch $TORCH_VERSION installed"
 
 step "runtime dependencies"
 "${PIP[@]}" -q 'mmengine==0.10.7' 'numpy' 'opencv-python' 'pycocotools' 'shapely' 'scipy' 'ftfy' 'regex' \
-  'pytest' 'hypothesis' 'matplotlib' 'prettytable' 'terminaltables' 'onnx' 'onnxruntime' 'onnxscript'
+  'pytest' 'hypothesis' 'matplotlib' 'prettytable' 'terminaltables' 'onnx' 'onnxruntime' 'onnxscript' 'model-index'
 
 WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION/torch-$TORCH_VERSION"
 mmcv_ok() { "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION'; from mmcv.ops import nms, RoIAlign" 2>/dev/null; }
