@@ -27,6 +27,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 
 from mmslak.utils.cli import UserError, one_line_user_errors
+from mmslak.utils.quiet import build_inferencer, ignore_stack_warnings
 
 TASKS = {'mmseg': 'segmentation', 'mmdet': 'detection', 'mmpretrain': 'classification'}
 
@@ -92,20 +93,22 @@ def use_config_metainfo(inferencer, cfg):
 
 def segment(args, cfg):
     from mmseg.apis import MMSegInferencer
-    inferencer = MMSegInferencer(model=cfg, weights=args.checkpoint, device=args.device)
+    inferencer = build_inferencer(MMSegInferencer, model=cfg, weights=args.checkpoint, device=args.device)
     if not args.checkpoint:
         use_config_metainfo(inferencer, cfg)
     result = inferencer(args.image, return_vis=True, opacity=args.opacity)
+    # for one image MMSegInferencer returns the arrays themselves, not lists of one
+    prediction, visualization = result['predictions'], result['visualization']
     classes = inferencer.model.dataset_meta['classes']
-    found = np.unique(result['predictions'])
-    print('predicted classes: ' + ', '.join(f'{classes[i]} ({np.mean(result["predictions"] == i):.0%})'
-                                            for i in found))
-    return result['visualization'][0]
+    print('predicted classes: ' + ', '.join(f'{classes[i]} ({np.mean(prediction == i):.0%})'
+                                            for i in np.unique(prediction)))
+    return visualization
 
 
 def detect(args, cfg):
     from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(model=cfg, weights=args.checkpoint, device=args.device, show_progress=False)
+    inferencer = build_inferencer(DetInferencer, model=cfg, weights=args.checkpoint, device=args.device,
+                                  show_progress=False)
     if not args.checkpoint:
         use_config_metainfo(inferencer, cfg)
     result = inferencer(args.image, return_vis=True, no_save_vis=True, pred_score_thr=args.pred_score_thr)
@@ -119,8 +122,8 @@ def classify(args, cfg):
     from mmengine.visualization import Visualizer
     from mmpretrain.apis import ImageClassificationInferencer
     classes = None if args.checkpoint else config_metainfo(cfg)['classes']
-    inferencer = ImageClassificationInferencer(model=cfg, pretrained=args.checkpoint or False,
-                                               device=args.device, classes=classes)
+    inferencer = build_inferencer(ImageClassificationInferencer, model=cfg, pretrained=args.checkpoint or False,
+                                  device=args.device, classes=classes)
     scores = np.asarray(inferencer(args.image)[0]['pred_scores'])
     classes = inferencer.classes or [f'class {i}' for i in range(len(scores))]
     top = np.argsort(-scores)[:args.topk]
@@ -139,6 +142,7 @@ def classify(args, cfg):
 
 
 def main(argv=None):
+    ignore_stack_warnings()
     args = parse_args(argv)
     prog = osp.basename(sys.argv[0]) if argv is None else 'image_demo.py'
     with one_line_user_errors(prog):
