@@ -10,6 +10,7 @@ Full-size backbones (SLaK-B has 158M parameters and 47-101 kernels) are too slow
 """
 import glob
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -133,3 +134,40 @@ def test_paper_configs_keep_sparse_zeros(config):
     assert [hook['type'] for hook in hooks] == ['SparseFinetuneHook']
     init_default_scope(cfg.default_scope)
     assert all(type(HOOKS.build(hook)).__name__ == hook['type'] for hook in hooks)
+
+
+def base_files(path):
+    """Every config file that ``path`` inherits, directly or not (the stock ``scope::`` bases left out)."""
+    cfg_dir = osp.dirname(path)
+    with open(path) as f:
+        text = f.read()
+    found = []
+    for statement in re.findall(r'^_base_ = (\[.*?\]|\'[^\']*\')', text, flags=re.M | re.S):
+        for base in re.findall(r"'([^']+)'", statement):
+            if '::' not in base:
+                base = osp.normpath(osp.join(cfg_dir, base))
+                found += [base, *base_files(base)]
+    return found
+
+
+ALL_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+
+
+@pytest.mark.parametrize('config', [path for path in ALL_CONFIGS if f'{osp.sep}pelk{osp.sep}' in path],
+                         ids=config_id)
+def test_pelk_configs_inherit_no_slak_config(config):
+    bases = base_files(config)
+    if not config.endswith('_in1k.py'):  # the classifiers define their backbone, the others take a base
+        assert any(osp.basename(base).startswith('pelk-') for base in bases), 'a PeLK backbone base'
+    assert not [base for base in bases if f'{osp.sep}slak{osp.sep}' in base or 'slak-' in osp.basename(base)]
+
+
+def test_model_bases_hold_no_hooks_and_configs_no_unused_checkpoint_variable():
+    """Hooks belong to recipes (SparseFinetuneHook: configs/_base_/sparse-finetune_runtime.py), not to
+    the backbone bases; the checkpoint of a backbone is in its init_cfg, not in a loose variable."""
+    for path in ALL_CONFIGS:
+        with open(path) as f:
+            text = f.read()
+        assert 'checkpoint_file' not in text, path
+        if f'{osp.sep}_base_{osp.sep}models{osp.sep}' in path:
+            assert 'custom_hooks' not in text, path
