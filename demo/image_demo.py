@@ -132,8 +132,8 @@ def classify(args, cfg):
     lines = [f'{rank}. {classes[i].split(",")[0]}: {scores[i]:.3f}' for rank, i in enumerate(top, 1)]
     image = mmcv.imread(args.image, channel_order='rgb')
     height, width = image.shape[:2]
-    # as large as fits: about 0.6 font size per character across, 1.4 per line down
-    font_size = max(6, min(height // (1.4 * len(lines) + 1), width // (0.6 * max(map(len, lines)) + 1), 24))
+    # as large as fits: about 0.7 font size per character across, 1.4 per line down
+    font_size = max(6, min(height // (1.4 * len(lines) + 1), width // (0.7 * max(map(len, lines)) + 1), 24))
     visualizer = Visualizer(image=image)
     positions = np.array([[2, 2 + row * font_size * 1.4] for row in range(len(lines))])
     visualizer.draw_texts(lines, positions, font_sizes=int(font_size), colors='white', vertical_alignments='top',
