@@ -149,3 +149,20 @@ def test_toy_detector_exports_backbone_and_neck(tmp_path):
     session = onnxruntime_session(path)
     assert len(session.get_outputs()) == cfg.model.neck.num_outs
     assert_matches(session, model.extract_feat)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['configs/missing.py', '--out', 'x.onnx'], 'config file not found: configs/missing.py'),
+    (['configs/slak/slak-tiny_in1k.py', '--out', 'x.onnx', '--check-shape', '96', '96'], '--check-shape needs --dynamic'),
+    (['configs/slak/slak-tiny_in1k.py', '--out', 'x.onnx', '--shape', '16', '64'], 'must be at least 32 32'),
+    (['configs/toy/faster-rcnn_pelk-toy_fpn_1xb4-8e_toy-voc.py', '--out', 'x.onnx', '--part', 'model'],
+     'a detector is exported as backbone + neck'),
+])
+def test_bad_command_lines_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(REPO)
+    argv = [str(tmp_path / arg) if arg == 'x.onnx' else arg for arg in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool().main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
