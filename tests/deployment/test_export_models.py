@@ -153,7 +153,8 @@ def test_toy_detector_exports_backbone_and_neck(tmp_path):
 
 @pytest.mark.parametrize('argv, message', [
     (['configs/missing.py', '--out', 'x.onnx'], 'config file not found: configs/missing.py'),
-    (['configs/slak/slak-tiny_in1k.py', '--out', 'x.onnx', '--check-shape', '96', '96'], '--check-shape needs --dynamic'),
+    (['configs/slak/slak-tiny_in1k.py', '--out', 'x.onnx', '--check-shape', '96', '96'],
+     '--check-shape needs --dynamic'),
     (['configs/slak/slak-tiny_in1k.py', '--out', 'x.onnx', '--shape', '16', '64'], 'must be at least 32 32'),
     (['configs/toy/faster-rcnn_pelk-toy_fpn_1xb4-8e_toy-voc.py', '--out', 'x.onnx', '--part', 'model'],
      'a detector is exported as backbone + neck'),
