@@ -350,13 +350,13 @@ class LargeKernelConvNeXt(BaseModule):
         Returns:
             tuple[int, int]: the layer id and the number of layer ids.
         """
-        head_id, num_layers = self.get_layer_depth(param_name, prefix)
+        layer_id, num_layers = self.get_layer_depth(param_name, prefix)
         kind, stage, _ = self._locate(param_name, prefix)
         if kind == 'downsample':
-            return 0, num_layers
-        if kind == 'stage':
-            return stage + 1, num_layers
-        return head_id, num_layers
+            layer_id = 0
+        elif kind == 'stage':
+            layer_id = stage + 1
+        return layer_id, num_layers
 
     @staticmethod
     def _locate(param_name, prefix):
