@@ -9,7 +9,7 @@ run it without a plugin:
 * ``mmslak::decomposed_dwconv2d_forward(x, w_long, w_wide, w_small, bias)`` (SLaK): one ``Conv`` per
   kernel, summed with ``Add``; with ``merge_decomposed=True``, one ``Conv`` whose K x K kernel is the sum
   of the kernels zero padded to K x K (``Pad``, ``Add`` on the weights), which is one node per block but
-  K / (2 n) times the multiply-adds (5x for K = 51, n = 5), and about 4x slower in ONNX Runtime on a CPU;
+  K / (2 n) times the multiply-adds (5x for K = 51, n = 5), and 2.5-4x slower in ONNX Runtime on a CPU;
 * ``mmslak::peripheral_dwconv2d(x, weight, grid, bias)`` (PeLK): the K x K kernel expanded from the cell
   weights (``Gather`` along both kernel axes), then one ``Conv``.
 
