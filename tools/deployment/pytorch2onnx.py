@@ -37,6 +37,7 @@ from mmslak.deployment import (EXPORTERS, PARTS, export_onnx, exportable, model_
                                onnxruntime_session, relative_error)
 from mmslak.models import switch_to_deploy
 from mmslak.utils.cli import UserError, check_cfg_options, one_line_user_errors
+from mmslak.utils.quiet import ignore_stack_warnings
 
 DEFAULT_SHAPES = {'classification': (224, 224), 'segmentation': (512, 512), 'detection': (512, 512)}
 
@@ -151,6 +152,7 @@ def check(module, session, names, shape, args):
 
 
 def main(argv=None):
+    ignore_stack_warnings()
     args = parse_args(argv)
     prog = osp.basename(sys.argv[0]) if argv is None else 'pytorch2onnx.py'
     with one_line_user_errors(prog):
