@@ -32,15 +32,6 @@ inline BFloat16 float_to_bf16(float value) {
 template <typename T>
 struct Vec;
 
-// Lanes of a bfloat16 gather: read one value at a time (a 32-bit gather of 16-bit values could read past
-// the end of the tensor) into an aligned array.
-template <typename V>
-typename V::Reg gather_bf16(const BFloat16* p, int stride, int count) {
-  alignas(64) float lanes[V::kLanes] = {};
-  for (int l = 0; l < count; ++l) lanes[l] = bf16_to_float(p[int64_t(l) * stride]);
-  return V::load(lanes);
-}
-
 #if defined(MMSLAK_DWCONV_AVX512)
 constexpr int kAccumulators = 28;  // of 32 registers: the rest hold the weight and the loads
 constexpr int kMaxTileRows = 8, kMaxTileCols = 8;
@@ -68,7 +59,17 @@ struct Vec<float> {
     const __m256i bits = _mm256_maskz_loadu_epi16(first(count), p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
   }
-  static Reg gather_first(const BFloat16* p, int stride, int count) { return gather_bf16<Vec>(p, stride, count); }
+  // 32-bit gathers of the two bfloat16 values that end at each lane's value put it in the upper half,
+  // where a float32 has it; lane 0's pair would start before p, so lane 0 is loaded alone.
+  static Reg gather_first(const BFloat16* p, int stride, int count) {
+    if (count == 0) return zero();
+    const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(stride));
+    const __m512i pairs = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), first(count) & __mmask16(~1u), index,
+                                                      reinterpret_cast<const char*>(p) - 2, 2);
+    const __m512i high = _mm512_and_si512(pairs, _mm512_set1_epi32(int(0xffff0000u)));
+    return _mm512_castsi512_ps(_mm512_mask_set1_epi32(high, 1, int(uint32_t(p[0].bits) << 16)));
+  }
   static void store_first(BFloat16* p, Reg v, int count) {
     const __m512i bits = _mm512_castps_si512(v);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
@@ -133,13 +134,23 @@ struct Vec<float> {
     const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(first(count)), sizeof(float));
   }
-  // AVX2 has no masked 16-bit loads and stores: whole vectors directly, tails through an array.
+  // AVX2 has no masked 16-bit loads and stores: whole vectors directly, tails through the gather (loads)
+  // or an array (stores).
   static Reg load_first(const BFloat16* p, int count) {
-    if (count < kLanes) return gather_bf16<Vec>(p, 1, count);
+    if (count < kLanes) return gather_first(p, 1, count);
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
   }
-  static Reg gather_first(const BFloat16* p, int stride, int count) { return gather_bf16<Vec>(p, stride, count); }
+  // As the AVX-512 gather: pairs ending at each lane's value, lane 0 loaded alone.
+  static Reg gather_first(const BFloat16* p, int stride, int count) {
+    if (count == 0) return zero();
+    const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+    const __m256i lanes = _mm256_and_si256(first(count), _mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i pairs = _mm256_mask_i32gather_epi32(
+        _mm256_setzero_si256(), reinterpret_cast<const int*>(reinterpret_cast<const char*>(p) - 2), index, lanes, 2);
+    const __m256i high = _mm256_and_si256(pairs, _mm256_set1_epi32(int(0xffff0000u)));
+    return _mm256_castsi256_ps(_mm256_blend_epi32(high, _mm256_set1_epi32(int(uint32_t(p[0].bits) << 16)), 1));
+  }
   static void store_first(BFloat16* p, Reg v, int count) {
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
