@@ -146,7 +146,8 @@ def check(module, session, names, shape, args):
     with torch.no_grad():
         torch_ms = median_ms(lambda: module(inputs), args.repeat)
     onnx_ms = median_ms(lambda: session.run(None, feed), args.repeat)
-    print(f'  forward time, {args.threads} threads, median of {args.repeat}: PyTorch {torch_ms:.1f} ms, '
+    threads = f'{args.threads} thread{"s" if args.threads > 1 else ""}'
+    print(f'  forward time, {threads}, median of {args.repeat}: PyTorch {torch_ms:.1f} ms, '
           f'ONNX Runtime {onnx_ms:.1f} ms ({onnx_ms / torch_ms:.2f}x PyTorch\'s)')
     return worst <= args.rtol
 
