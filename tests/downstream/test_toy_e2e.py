@@ -5,12 +5,20 @@ COCO-format data) and each backbone (a small SLaK, a small PeLK): the training l
 model's metric (mmseg's IoUMetric, mmdet's VOCMetric, mmdet's CocoMetric for boxes and masks) beats an
 untrained model's by a clear margin, and ``tools/test.py --show-dir`` writes one prediction image per
 test image. Resuming from the mid-training checkpoint continues the run where it stopped.
+
+The runs of one task depend only on each other, so the tasks run side by side: two processes at a time,
+one thread each (``OMP_NUM_THREADS=1``). The toy models are too small for a second thread to halve a
+step, so on 2 cores two one-thread runs finish sooner than the same runs one after another with two
+threads. Training skips its own end-of-training validation (``train_cfg.val_begin`` past the end): the
+trained model is evaluated by ``tools/test.py``, the command whose metric the test checks.
 """
 import glob
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -23,6 +31,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NUM_TEST_IMAGES = 50  # make_toy_data.py's default --num-val
+PARALLEL_RUNS = 2
+THREADS_PER_RUN = 1
 
 
 class Task:
@@ -50,11 +60,16 @@ TASKS = {
     'cascade-mask-rcnn-pelk': Task('cascade-mask-rcnn_pelk-toy_fpn_1xb4-8e_toy-coco.py',
                                    {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch_8.pth'),
 }
+RESUMED_TASK = 'upernet-slak'
+RESUMED_UNTIL = 3  # quarters of the first run: resumed at the half, stopped at three quarters
+# Training validates nowhere: tools/test.py evaluates the trained model.
+NO_TRAINING_VALIDATION = ('--cfg-options', 'train_cfg.val_begin=1000000000')
 
 
 def run(*args):
     """Run a repository script from the repository root (the toy configs' data paths are relative)."""
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS_PER_RUN))
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
     return result
 
@@ -81,64 +96,85 @@ def save_untrained_checkpoint(config, path):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
 
 
+def run_task(name, root):
+    """Train the task from scratch, resume it if it is the resumed one, evaluate the untrained and the
+    trained model; returns the directories of the runs."""
+    task = TASKS[name]
+    dirs = {key: osp.join(root, key) for key in ('train', 'untrained', 'trained', 'show', 'resumed')}
+    run(osp.join('tools', 'train.py'), task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
+    if name == RESUMED_TASK:
+        # From the mid-training checkpoint for a quarter of the run: enough to see the schedule continue.
+        max_iters = [record for record in logged_records(dirs['train']) if 'loss' in record][-1]['iter']
+        run(osp.join('tools', 'train.py'), task.config, '--work-dir', dirs['resumed'], '--resume',
+            osp.join(dirs['train'], f'iter_{max_iters // 2}.pth'), *NO_TRAINING_VALIDATION,
+            f'train_cfg.max_iters={RESUMED_UNTIL * max_iters // 4}')
+    run(osp.join('tools', 'test.py'), task.config, osp.join(root, 'untrained.pth'), '--work-dir',
+        dirs['untrained'])
+    run(osp.join('tools', 'test.py'), task.config, osp.join(dirs['train'], task.checkpoint), '--work-dir',
+        dirs['trained'], '--show-dir', dirs['show'])
+    return dirs
+
+
+def selected_tasks(request):
+    """The tasks whose tests this session runs (``-k`` and ``-m`` leave out the others)."""
+    names = set()
+    for item in request.session.items:
+        if item.module is not request.module:
+            continue
+        if item.originalname == 'test_resume_continues_the_run':
+            names.add(RESUMED_TASK)
+        else:
+            names.add(item.callspec.params['name'])
+    return names
+
+
 @pytest.fixture(scope='module')
-def toy_data():
+def toy_runs(request, tmp_path_factory):
+    """Start the runs of the selected tasks, two at a time; returns a function that waits for a task's
+    runs and gives their directories."""
+    selected = selected_tasks(request)
     run(osp.join('tools', 'dataset_converters', 'make_toy_data.py'))
-
-
-@pytest.fixture(scope='module')
-def trained(toy_data, tmp_path_factory):
-    """Train each task once per test session; returns its work dir."""
-    runs = {}
-
-    def train(name):
-        if name not in runs:
-            work_dir = str(tmp_path_factory.mktemp(name))
-            run(osp.join('tools', 'train.py'), TASKS[name].config, '--work-dir', work_dir)
-            runs[name] = work_dir
-        return runs[name]
-
-    return train
+    roots = {name: str(tmp_path_factory.mktemp(name)) for name in selected}
+    # Built here, one after another: building a model switches mmengine's process-wide default scope.
+    for name in selected:
+        save_untrained_checkpoint(TASKS[name].config, osp.join(roots[name], 'untrained.pth'))
+    # The longest tasks (Cascade Mask R-CNN, last in TASKS) first, so that the two workers end together.
+    order = sorted(selected, key=list(TASKS).index, reverse=True)
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+        futures = {name: pool.submit(run_task, name, roots[name]) for name in order}
+        yield lambda name: futures[name].result()
 
 
 @pytest.mark.parametrize('name', list(TASKS))
-def test_train_then_test(name, trained, tmp_path):
+def test_train_then_test(name, toy_runs):
     task = TASKS[name]
-    work_dir = trained(name)
-    records = logged_records(work_dir)
+    dirs = toy_runs(name)
+    records = logged_records(dirs['train'])
     losses = [record['loss'] for record in records if 'loss' in record]
     assert len(losses) >= 10
     assert sum(losses[-3:]) / 3 < 0.8 * losses[0], f'the loss did not fall: {losses}'
 
-    untrained = str(tmp_path / 'untrained.pth')
-    save_untrained_checkpoint(task.config, untrained)
-    run(osp.join('tools', 'test.py'), task.config, untrained, '--work-dir', str(tmp_path / 'untrained'))
-    before = evaluation_metrics(str(tmp_path / 'untrained'))
-
-    show_dir = tmp_path / 'show'
-    run(osp.join('tools', 'test.py'), task.config, osp.join(work_dir, task.checkpoint),
-        '--work-dir', str(tmp_path / 'trained'), '--show-dir', str(show_dir))
-    after = evaluation_metrics(str(tmp_path / 'trained'))
+    before = evaluation_metrics(dirs['untrained'])
+    after = evaluation_metrics(dirs['trained'])
     for metric, margin in task.margins.items():
         assert after[metric] >= before[metric] + margin, f'{metric}: untrained {before}, trained {after}'
-    images = [path for ext in ('png', 'jpg') for path in glob.glob(f'{show_dir}/**/*.{ext}', recursive=True)]
+    images = [path for ext in ('png', 'jpg') for path in glob.glob(f'{dirs["show"]}/**/*.{ext}', recursive=True)]
     assert len(images) == NUM_TEST_IMAGES
 
 
-def test_resume_continues_the_run(trained, tmp_path):
+def test_resume_continues_the_run(toy_runs):
     """Resume the UperNet run from its mid-training checkpoint in a new work dir: it continues there."""
-    task = TASKS['upernet-slak']
-    first_run = [record for record in logged_records(trained('upernet-slak')) if 'loss' in record]
+    dirs = toy_runs(RESUMED_TASK)
+    first_run = [record for record in logged_records(dirs['train']) if 'loss' in record]
     max_iters = first_run[-1]['iter']
-    run(osp.join('tools', 'train.py'), task.config, '--work-dir', str(tmp_path),
-        '--resume', osp.join(trained('upernet-slak'), f'iter_{max_iters // 2}.pth'))
-    resumed = [record for record in logged_records(str(tmp_path)) if 'loss' in record]
-    # It logs exactly the iterations the first run logged after the checkpoint.
+    end = RESUMED_UNTIL * max_iters // 4
+    resumed = [record for record in logged_records(dirs['resumed']) if 'loss' in record]
+    # It logs exactly the iterations the first run logged after the checkpoint, up to where it stops.
     assert [record['iter'] for record in resumed] == [
-        record['iter'] for record in first_run if record['iter'] > max_iters // 2]
+        record['iter'] for record in first_run if max_iters // 2 < record['iter'] <= end]
     # The learning rate continues the schedule, and the loss is that of a half-trained model, well
     # below the untrained model's loss of the first logged iterations.
     first_lr = {record['iter']: record['lr'] for record in first_run}
     assert resumed[0]['lr'] == pytest.approx(first_lr[resumed[0]['iter']])
     assert resumed[0]['loss'] < 0.8 * first_run[0]['loss']
-    assert osp.isfile(osp.join(tmp_path, f'iter_{max_iters}.pth'))
+    assert osp.isfile(osp.join(dirs['resumed'], f'iter_{end}.pth'))

@@ -24,11 +24,9 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
 ]
+# The recipe's test pipeline at the toy image size.
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=_base_.image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+    dict(step, scale=_base_.image_size) if step.type == 'Resize' else step for step in _base_.test_pipeline
 ]
 train_dataloader = dict(
     batch_size=4,
