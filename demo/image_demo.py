@@ -144,8 +144,7 @@ def classify(args, cfg):
 def main(argv=None):
     ignore_stack_warnings()
     args = parse_args(argv)
-    prog = osp.basename(sys.argv[0]) if argv is None else 'image_demo.py'
-    with one_line_user_errors(prog):
+    with one_line_user_errors(osp.basename(__file__)):
         check_args(args)
         cfg = Config.fromfile(args.config)
         task = config_task(cfg)

@@ -8,8 +8,8 @@ import os.path as osp
 
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
 from mmslak.utils.cli import (UserError, add_common_args, build_runner, check_checkpoint_readable,
-                              close_process_group, load_config, one_line_user_errors)
-from mmslak.utils.data_check import TEST_LOADERS, check_class_counts, check_data_paths, data_errors_named
+                              load_config, run_tool)
+from mmslak.utils.data_check import TEST_LOADERS, check_class_counts, check_data_paths
 
 # The stock visualization hooks of each task and the argument naming their output directory.
 VISUALIZATION_HOOKS = {
@@ -63,12 +63,7 @@ def runner_from_args(args):
 
 
 def main():
-    args = parse_args()
-    with one_line_user_errors(osp.basename(__file__)):
-        runner = runner_from_args(args)
-        with data_errors_named():
-            runner.test()
-    close_process_group()
+    run_tool(osp.basename(__file__), runner_from_args, parse_args(), 'test')
 
 
 if __name__ == '__main__':

@@ -11,9 +11,9 @@ import os.path as osp
 
 import mmslak  # noqa: F401  (registers our modules and installs safe checkpoint loading)
 from mmslak.utils.cli import (add_common_args, build_runner, check_checkpoint, check_checkpoint_fits_model,
-                              check_checkpoint_readable, close_process_group, find_checkpoint_to_resume,
-                              load_config, one_line_user_errors)
-from mmslak.utils.data_check import TRAIN_LOADERS, check_class_counts, check_data_paths, data_errors_named
+                              check_checkpoint_readable, find_checkpoint_to_resume,
+                              load_config, run_tool)
+from mmslak.utils.data_check import TRAIN_LOADERS, check_class_counts, check_data_paths
 
 
 def parse_args():
@@ -46,12 +46,7 @@ def runner_from_args(args):
 
 
 def main():
-    args = parse_args()
-    with one_line_user_errors(osp.basename(__file__)):
-        runner = runner_from_args(args)
-        with data_errors_named():
-            runner.train()
-    close_process_group()
+    run_tool(osp.basename(__file__), runner_from_args, parse_args(), 'train')
 
 
 if __name__ == '__main__':

@@ -186,22 +186,13 @@ def _torch_supports(x: Tensor, *tensors: Tensor) -> Tuple[bool, str]:
     return True, ''
 
 
-def _cpp_supports(x: Tensor, *tensors: Tensor) -> Tuple[bool, str]:
-    if x.device.type != 'cpu':
-        return False, f'the C++ kernels take CPU tensors, got a {x.device.type} tensor'
-    from .cpu import DTYPES
-    if x.dtype not in DTYPES:
-        return False, f'the C++ kernels take float32, float64 and bfloat16, got {x.dtype}'
-    return True, ''
-
-
 def _load_cpp() -> PeripheralBackend:
-    from .cpu import load_extension
-    load_extension()
+    from . import cpu
+    cpu.load_extension()
     if not hasattr(torch.ops.mmslak_ext, 'peripheral_forward'):
         raise ImportError('mmslak._ext was built without the peripheral kernels (csrc/peripheral.cpp); '
                           'rebuild it with `python setup.py build_ext --inplace`')
-    return PeripheralBackend(_cpp_supports, torch.ops.mmslak_ext.peripheral_forward,
+    return PeripheralBackend(cpu.supports, torch.ops.mmslak_ext.peripheral_forward,
                              torch.ops.mmslak_ext.peripheral_grad_weight)
 
 

@@ -205,3 +205,21 @@ def close_process_group():
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def run_tool(prog, runner_from_args, args, action):
+    """The body of ``tools/train.py`` and ``tools/test.py``: build the runner, run ``action``, end cleanly.
+
+    Args:
+        prog (str): the tool's name, which starts every one-line error.
+        runner_from_args (Callable): ``args -> Runner``; raises :class:`UserError` for bad input.
+        args (argparse.Namespace): the parsed command line.
+        action (str): the runner's method to call, ``'train'`` or ``'test'``.
+    """
+    # data_check builds on this module's UserError, so it is imported here, not at the top
+    from mmslak.utils.data_check import data_errors_named
+    with one_line_user_errors(prog):
+        runner = runner_from_args(args)
+        with data_errors_named():
+            getattr(runner, action)()
+    close_process_group()

@@ -155,8 +155,7 @@ def check(module, session, names, shape, args):
 def main(argv=None):
     ignore_stack_warnings()
     args = parse_args(argv)
-    prog = osp.basename(sys.argv[0]) if argv is None else 'pytorch2onnx.py'
-    with one_line_user_errors(prog):
+    with one_line_user_errors(osp.basename(__file__)):
         check_args(args)
         torch.set_num_threads(args.threads)
         print(f'building {args.config}', flush=True)
