@@ -56,3 +56,6 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs // 2))
+
+# Trained from scratch: there is no sparse checkpoint whose zeros the recipe's SparseFinetuneHook would keep.
+custom_hooks = []

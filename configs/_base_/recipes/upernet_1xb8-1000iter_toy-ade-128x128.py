@@ -47,3 +47,6 @@ default_hooks = dict(
     checkpoint=dict(interval=max_iters // 2),
     # Draw every test batch when tools/test.py --show-dir turns drawing on (mmseg's default: every 50th).
     visualization=dict(interval=1))
+
+# Trained from scratch: there is no sparse checkpoint whose zeros the recipe's SparseFinetuneHook would keep.
+custom_hooks = []
