@@ -122,9 +122,10 @@ def test_layer_depth_is_mmpretrain_convnext_rule(backbone_cls, arch):
 def test_mmpretrain_stock_constructor_uses_the_backbone_depth():
     """mmpretrain's LearningRateDecayOptimWrapperConstructor, unchanged, on an ImageClassifier with PeLK."""
     from mmpretrain.models import ImageClassifier
-    model = ImageClassifier(
-        backbone=dict(type='PeLK', **SMALL_PELK), head=dict(type='LinearClsHead', num_classes=3, in_channels=8))
+    # built in mmpretrain's scope whatever scope earlier tests left, as mmpretrain's Runner builds it
     with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = ImageClassifier(backbone=dict(type='PeLK', **SMALL_PELK),
+                                head=dict(type='LinearClsHead', num_classes=3, in_channels=8))
         optim_wrapper = build_optim_wrapper(
             model,
             dict(optimizer=dict(type='AdamW', lr=BASE_LR, weight_decay=BASE_WD),
