@@ -28,7 +28,9 @@ def autocast_inputs(*tensors):
     """Return ``tensors`` cast to the dtype the ops compute in under autocast (None entries stay None)."""
     first = tensors[0]
     device = first.device.type
-    if not torch.is_autocast_enabled(device) or first.dtype not in _AUTOCAST_DTYPES:
+    # Devices without autocast (the meta device of a shape-only forward) have nothing to cast.
+    if (not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device)
+            or first.dtype not in _AUTOCAST_DTYPES):
         return tensors
     dtype = compute_dtype(device)
     return tuple(t.to(dtype) if t is not None and t.dtype in _AUTOCAST_DTYPES else t for t in tensors)

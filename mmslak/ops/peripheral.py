@@ -77,8 +77,11 @@ def expand_peripheral_kernel(weight: Tensor, grid: Sequence[int]) -> Tensor:
         Tensor: the dense kernel (C, 1, K, K).
     """
     cells = _check_weight_shape(weight)
-    widths = torch.tensor(_check_grid(grid, cells), device=weight.device)
-    return weight.repeat_interleave(widths, dim=2).repeat_interleave(widths, dim=3)
+    widths = _check_grid(grid, cells)
+    size = sum(widths)  # given, so that no device (meta, CUDA) has to read the widths back to size the result
+    widths = torch.tensor(widths, device=weight.device)
+    return (weight.repeat_interleave(widths, dim=2, output_size=size)
+            .repeat_interleave(widths, dim=3, output_size=size))
 
 
 def _check_inputs(x: Tensor, weight: Tensor, grid: Sequence[int], bias: Optional[Tensor]) -> List[int]:

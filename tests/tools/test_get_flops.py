@@ -95,9 +95,9 @@ def test_deploy_form_counts_the_merged_kernels():
     from mmslak.models import SLaK
     model = SLaK(arch=dict(depths=DEPTHS, widths=WIDTHS), kernel_size=KERNELS, short_kernel=N,
                  width_factor=1.0)
-    before = tool.count_complexity(model, torch.rand(1, 3, SIZE, SIZE), {})
+    before = tool.count_complexity(model, (1, 3, SIZE, SIZE), {})
     model.switch_to_deploy()
-    after = tool.count_complexity(model, torch.rand(1, 3, SIZE, SIZE), {})
+    after = tool.count_complexity(model, (1, 3, SIZE, SIZE), {})
     # Each block loses its N x N branch, folded into the (K, N) kernel (every K here exceeds N).
     saved = sum(d * (SIZE // 4 >> s)**2 * c * N * N for s, (d, c) in enumerate(zip(DEPTHS, WIDTHS)))
     assert before['flops'] - after['flops'] == saved
@@ -133,10 +133,33 @@ def test_modules_can_report_the_kernels_they_expand_to():
             return torch.cat([conv, x[:, 2:]], dim=1)
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), PartialExpandingConv())
-    result = tool.count_complexity(model, torch.rand(1, 3, 10, 10))
+    result = tool.count_complexity(model, (1, 3, 10, 10))
     assert result['params'] == 12 + 18
     assert result['flops'] == 10 * 10 * (12 + 2 * 49)
     assert result['flops_nonzero'] == 10 * 10 * (12 + 2 * 9)
     # an assumed sparsity of the weight carries over to the kernel it expands into
-    assumed = tool.count_complexity(model, torch.rand(1, 3, 10, 10), {'0.weight': 0.5, '1.weight': 0.25})
+    assumed = tool.count_complexity(model, (1, 3, 10, 10), {'0.weight': 0.5, '1.weight': 0.25})
     assert assumed['flops_nonzero'] == 10 * 10 * (12 * 0.5 + 2 * 9 * 0.25)
+
+
+def test_two_stage_detector_heads_count_at_the_test_time_limits():
+    """Every stage's box head on test_cfg.rpn.max_per_img regions, its mask head on test_cfg.rcnn.max_per_img."""
+    pytest.importorskip('mmdet')
+    tool = load_tool()
+    config = str(REPO / 'configs' / 'toy' / 'cascade-mask-rcnn_slak-toy_fpn_1xb4-8e_toy-coco.py')
+
+    def count(regions, detections):
+        _, model = tool.build_model(config, {'model.test_cfg.rpn.max_per_img': regions,
+                                             'model.test_cfg.rcnn.max_per_img': detections})
+        return tool.count_complexity(model, (1, 3, 64, 64), {})['flops']
+
+    # The toy config's heads, per region: box head 4 shared 3x3 convs (64 -> 32 -> 32) at 7x7, a 1568 -> 256
+    # fc, then 4 class scores and 3 x 4 box deltas; mask head 4 3x3 convs of 64 channels at 14x14, a 2x2
+    # stride-2 deconvolution (each of its 14x14 inputs meets the whole 64 x 64 x 2 x 2 weight), 3 mask logits
+    # at 28x28.
+    box_head = (64 * 32 + 3 * 32 * 32) * 9 * 49 + 32 * 49 * 256 + 256 * 4 + 256 * 12
+    mask_head = 4 * 64 * 64 * 9 * 196 + 196 * 64 * 64 * 4 + 784 * 64 * 3
+    stages = 3
+    base = count(300, 100)
+    assert count(400, 100) - base == stages * 100 * box_head
+    assert count(300, 150) - base == stages * 50 * mask_head

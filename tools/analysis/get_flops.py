@@ -8,7 +8,10 @@ the ConvNeXt, SLaK and PeLK papers); norms, activations and element-wise ops are
 kernel counts at every output position (padding is not discounted). Every 4-D weight (O, I/g, kh, kw) is
 a convolution and every 2-D weight (O, I) a linear layer, applied at each of the (output elements / O)
 positions of the module that holds it (its nearest ancestor that ran, when the module calls the op
-functionally). A module whose parameters expand into other kernels (e.g. a peripheral convolution)
+functionally); a transposed convolution's weight (I, O/g, kh, kw) counts at each of its input positions.
+A two-stage detector runs at its test-time worst case: the box heads of every stage on
+``test_cfg.rpn.max_per_img`` regions, the mask heads on ``test_cfg.rcnn.max_per_img`` (the papers'
+convention). The forward runs on the meta device, so any input size costs no computation. A module whose parameters expand into other kernels (e.g. a peripheral convolution)
 reports the depthwise kernels it convolves with through a ``complexity_kernels()`` method, each counted
 at every position (N * H * W) of the module's (N, C, H, W) output, even when only some of the C channels
 are convolved; its own parameters are then not counted as kernels.
@@ -23,6 +26,7 @@ The non-zero figures count only weights that are not zero:
   densities of SNIP differ, so only a checkpoint gives the exact non-zero FLOPs.
 """
 import argparse
+import copy
 
 import torch
 from mmengine.config import Config, DictAction
@@ -52,29 +56,65 @@ def sparse_setting(cfg, sparsity=None):
         return None
     return float(sparsity), hook.get('params', 'backbone')
 
+TRANSPOSED_CONVS = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+
+
+def _stage(modules, index):
+    """The ``index``-th stage's module of a cascade (a ModuleList), or the one module of a single stage."""
+    return modules[index] if isinstance(modules, torch.nn.ModuleList) else modules
+
+
+def _roi_features(extractor, num_rois, device):
+    """Features of ``num_rois`` regions as ``extractor`` (an mmdet SingleRoIExtractor) pools them."""
+    return torch.zeros(num_rois, extractor.out_channels, *extractor.roi_layers[0].output_size, device=device)
+
+
+def _run_two_stage_detector(model, inputs):
+    """A two-stage detector at its test-time worst case, independent of what the weights propose.
+
+    The box heads of every stage run on ``test_cfg.rpn.max_per_img`` regions (the most the RPN keeps) and the
+    mask heads of every stage on ``test_cfg.rcnn.max_per_img`` (the most the detector outputs), as mmdet's
+    inference does at most. The region pooling has no weights, so the heads take pooled features of the
+    right shape directly. This is also how the papers count (mmdet 2.x's ``forward_dummy``: 1000 and 100).
+    """
+    features = model.extract_feat(inputs)
+    model.rpn_head(features)
+    roi_head, test_cfg = model.roi_head, model.test_cfg
+    for stage in range(getattr(roi_head, 'num_stages', 1)):
+        _stage(roi_head.bbox_head, stage)(
+            _roi_features(_stage(roi_head.bbox_roi_extractor, stage), test_cfg.rpn.max_per_img, inputs.device))
+        if roi_head.with_mask:
+            _stage(roi_head.mask_head, stage)(
+                _roi_features(_stage(roi_head.mask_roi_extractor, stage), test_cfg.rcnn.max_per_img,
+                              inputs.device))
+
 
 def _run(model, inputs):
     if not isinstance(model, BaseModel):
         return model(inputs)
-    data_samples = None
     if type(model).__module__.startswith('mmdet.'):
+        from mmdet.models.detectors import TwoStageDetector
+        if isinstance(model, TwoStageDetector):
+            return _run_two_stage_detector(model, inputs)
         from mmdet.structures import DetDataSample
         shape = tuple(inputs.shape[2:])
-        data_samples = [
-            DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
-                                        batch_input_shape=shape, scale_factor=(1., 1.)))
-            for _ in range(inputs.shape[0])
-        ]
-    return model(inputs, data_samples, mode='tensor')
+        data_samples = [DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                                    batch_input_shape=shape, scale_factor=(1., 1.)))
+                        for _ in range(inputs.shape[0])]
+        return model(inputs, data_samples, mode='tensor')
+    return model(inputs, None, mode='tensor')
 
 
 @torch.no_grad()
-def count_complexity(model, inputs, nonzero_fraction=None):
-    """Count parameters and multiply-accumulates of one forward of ``inputs``.
+def count_complexity(model, input_shape, nonzero_fraction=None):
+    """Count parameters and multiply-accumulates of one forward of an input of ``input_shape``.
+
+    The forward runs on a copy of the model on the meta device: only the shapes of the outputs are needed,
+    so a full-size detector at 1280x800 costs no computation.
 
     Args:
         model (nn.Module): the model (run in eval mode).
-        inputs (Tensor): the input batch.
+        input_shape (tuple[int]): the shape of the input batch, (N, 3, H, W).
         nonzero_fraction (dict[str, float], optional): assume instead of counting zeros: parameter name
             -> fraction of non-zero entries, parameters not named being dense. By default the zeros of
             the actual weights are counted.
@@ -82,10 +122,14 @@ def count_complexity(model, inputs, nonzero_fraction=None):
     Returns:
         dict: ``params``, ``params_nonzero``, ``flops``, ``flops_nonzero`` (totals for the batch).
     """
-    names = {module: name for name, module in model.named_modules()}
+    shape_model = copy.deepcopy(model).to('meta').eval()
+    names = {module: name for name, module in shape_model.named_modules()}
     outputs = {}  # module name -> [output elements, output positions (N * H * W for NCHW)], summed over calls
 
     def record(module, args, output):
+        if isinstance(module, TRANSPOSED_CONVS):
+            # its weight (C_in, C_out / g, kh, kw) meets every input position once
+            output = args[0]
         if isinstance(output, (tuple, list)):
             output = output[0]
         if isinstance(output, torch.Tensor) and output.dim() > 1:
@@ -93,13 +137,9 @@ def count_complexity(model, inputs, nonzero_fraction=None):
             counts[0] += output.numel()
             counts[1] += output.numel() // (output.shape[1] if output.dim() == 4 else output.shape[-1])
 
-    handles = [module.register_forward_hook(record) for module in names]
-    try:
-        model.eval()
-        _run(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for module in names:
+        module.register_forward_hook(record)
+    _run(shape_model, torch.empty(input_shape, device='meta'))
 
     def count_nonzero(name, tensor):
         if nonzero_fraction is None:
@@ -184,7 +224,7 @@ def main(argv=None):
         sparsity, scope = setting
         fractions = uniform_sparsity_fractions(model, sparsity, scope)
         label = f'{sparsity:.0%} uniform sparsity of the sparse-trained weights (params={scope!r})'
-    result = count_complexity(model, torch.rand(1, 3, *args.shape), fractions)
+    result = count_complexity(model, (1, 3, *args.shape), fractions)
     print(format_report(result, args.config, args.shape, label))
     return result
 
