@@ -77,11 +77,11 @@ def expand_peripheral_kernel(weight: Tensor, grid: Sequence[int]) -> Tensor:
         Tensor: the dense kernel (C, 1, K, K).
     """
     cells = _check_weight_shape(weight)
-    widths = _check_grid(grid, cells)
-    size = sum(widths)  # given, so that no device (meta, CUDA) has to read the widths back to size the result
-    widths = torch.tensor(widths, device=weight.device)
-    return (weight.repeat_interleave(widths, dim=2, output_size=size)
-            .repeat_interleave(widths, dim=3, output_size=size))
+    # The cell of every kernel position, built on the host: the result's size is known without reading
+    # a tensor back (the meta device of a shape-only forward, no CUDA sync), and exports as one Gather.
+    cell_of = torch.tensor([cell for cell, width in enumerate(_check_grid(grid, cells)) for _ in range(width)],
+                           device=weight.device)
+    return weight.index_select(2, cell_of).index_select(3, cell_of)
 
 
 def _check_inputs(x: Tensor, weight: Tensor, grid: Sequence[int], bias: Optional[Tensor]) -> List[int]:

@@ -4,7 +4,8 @@ For each task (UperNet on ADE20K-format data, Faster R-CNN on VOC-format data, C
 COCO-format data) and each backbone (a small SLaK, a small PeLK): the training loss falls, the trained
 model's metric (mmseg's IoUMetric, mmdet's VOCMetric, mmdet's CocoMetric for boxes and masks) beats an
 untrained model's by a clear margin, and ``tools/test.py --show-dir`` writes one prediction image per
-test image. Resuming from the mid-training checkpoint continues the run where it stopped.
+test image. One task trains in two runs: the first stops at the half, the second resumes from its
+checkpoint in a new work dir, continues the run where it stopped and ends with the model that is tested.
 
 The runs of one task depend only on each other, so the tasks run side by side: two processes at a time,
 one thread each (``OMP_NUM_THREADS=1``). The toy models are too small for a second thread to halve a
@@ -61,7 +62,8 @@ TASKS = {
                                    {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch_8.pth'),
 }
 RESUMED_TASK = 'upernet-slak'
-RESUMED_UNTIL = 3  # quarters of the first run: resumed at the half, stopped at three quarters
+# Trains uninterrupted with the same recipe: its learning rates are those the resumed run must continue.
+SCHEDULE_REFERENCE_TASK = 'upernet-pelk'
 # Training validates nowhere: tools/test.py evaluates the trained model.
 NO_TRAINING_VALIDATION = ('--cfg-options', 'train_cfg.val_begin=1000000000')
 
@@ -97,22 +99,32 @@ def save_untrained_checkpoint(config, path):
 
 
 def run_task(name, root):
-    """Train the task from scratch, resume it if it is the resumed one, evaluate the untrained and the
-    trained model; returns the directories of the runs."""
+    """Train the task from scratch (the resumed task in two runs), evaluate the untrained and the trained
+    model; returns the directories of the runs."""
     task = TASKS[name]
     dirs = {key: osp.join(root, key) for key in ('train', 'untrained', 'trained', 'show', 'resumed')}
-    run(osp.join('tools', 'train.py'), task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
+    train = osp.join('tools', 'train.py')
     if name == RESUMED_TASK:
-        # From the mid-training checkpoint for a quarter of the run: enough to see the schedule continue.
-        max_iters = [record for record in logged_records(dirs['train']) if 'loss' in record][-1]['iter']
-        run(osp.join('tools', 'train.py'), task.config, '--work-dir', dirs['resumed'], '--resume',
-            osp.join(dirs['train'], f'iter_{max_iters // 2}.pth'), *NO_TRAINING_VALIDATION,
-            f'train_cfg.max_iters={RESUMED_UNTIL * max_iters // 4}')
+        # The first run keeps the whole run's schedule (the config's schedulers end at max_iters) and stops
+        # at its mid-training checkpoint; the second resumes there and finishes.
+        half = Config.fromfile(task.config).train_cfg.max_iters // 2
+        run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION, f'train_cfg.max_iters={half}')
+        run(train, task.config, '--work-dir', dirs['resumed'], '--resume', osp.join(dirs['train'], f'iter_{half}.pth'),
+            *NO_TRAINING_VALIDATION)
+        trained = osp.join(dirs['resumed'], task.checkpoint)
+    else:
+        run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
+        trained = osp.join(dirs['train'], task.checkpoint)
     run(osp.join('tools', 'test.py'), task.config, osp.join(root, 'untrained.pth'), '--work-dir',
         dirs['untrained'])
-    run(osp.join('tools', 'test.py'), task.config, osp.join(dirs['train'], task.checkpoint), '--work-dir',
-        dirs['trained'], '--show-dir', dirs['show'])
+    run(osp.join('tools', 'test.py'), task.config, trained, '--work-dir', dirs['trained'], '--show-dir', dirs['show'])
     return dirs
+
+
+def training_losses(name, dirs):
+    """The records of the task's training that carry a loss, both runs of the resumed task."""
+    runs = ('train', 'resumed') if name == RESUMED_TASK else ('train', )
+    return [record for run_name in runs for record in logged_records(dirs[run_name]) if 'loss' in record]
 
 
 def selected_tasks(request):
@@ -122,7 +134,7 @@ def selected_tasks(request):
         if item.module is not request.module:
             continue
         if item.originalname == 'test_resume_continues_the_run':
-            names.add(RESUMED_TASK)
+            names.update((RESUMED_TASK, SCHEDULE_REFERENCE_TASK))
         else:
             names.add(item.callspec.params['name'])
     return names
@@ -149,8 +161,7 @@ def toy_runs(request, tmp_path_factory):
 def test_train_then_test(name, toy_runs):
     task = TASKS[name]
     dirs = toy_runs(name)
-    records = logged_records(dirs['train'])
-    losses = [record['loss'] for record in records if 'loss' in record]
+    losses = [record['loss'] for record in training_losses(name, dirs)]
     assert len(losses) >= 10
     assert sum(losses[-3:]) / 3 < 0.8 * losses[0], f'the loss did not fall: {losses}'
 
@@ -163,18 +174,21 @@ def test_train_then_test(name, toy_runs):
 
 
 def test_resume_continues_the_run(toy_runs):
-    """Resume the UperNet run from its mid-training checkpoint in a new work dir: it continues there."""
+    """The second run of the UperNet-SLaK task resumes the first at its mid-training checkpoint."""
     dirs = toy_runs(RESUMED_TASK)
+    cfg = Config.fromfile(TASKS[RESUMED_TASK].config)
+    max_iters, log_interval = cfg.train_cfg.max_iters, cfg.default_hooks.logger.interval
     first_run = [record for record in logged_records(dirs['train']) if 'loss' in record]
-    max_iters = first_run[-1]['iter']
-    end = RESUMED_UNTIL * max_iters // 4
     resumed = [record for record in logged_records(dirs['resumed']) if 'loss' in record]
-    # It logs exactly the iterations the first run logged after the checkpoint, up to where it stops.
-    assert [record['iter'] for record in resumed] == [
-        record['iter'] for record in first_run if max_iters // 2 < record['iter'] <= end]
-    # The learning rate continues the schedule, and the loss is that of a half-trained model, well
-    # below the untrained model's loss of the first logged iterations.
-    first_lr = {record['iter']: record['lr'] for record in first_run}
-    assert resumed[0]['lr'] == pytest.approx(first_lr[resumed[0]['iter']])
+    # Each run logs its own iterations: up to the checkpoint, then from there to the end.
+    assert [record['iter'] for record in first_run] == list(range(log_interval, max_iters // 2 + 1, log_interval))
+    assert [record['iter'] for record in resumed] == list(
+        range(max_iters // 2 + log_interval, max_iters + 1, log_interval))
+    # Both runs follow the schedule of one uninterrupted run of the same recipe (the UperNet-PeLK task).
+    reference = logged_records(toy_runs(SCHEDULE_REFERENCE_TASK)['train'])
+    uninterrupted = {record['iter']: record['lr'] for record in reference if 'loss' in record}
+    for record in first_run + resumed:
+        assert record['lr'] == pytest.approx(uninterrupted[record['iter']]), record
+    # The resumed model starts half-trained: its loss is well below that of the first logged iterations.
     assert resumed[0]['loss'] < 0.8 * first_run[0]['loss']
-    assert osp.isfile(osp.join(dirs['resumed'], f'iter_{end}.pth'))
+    assert osp.isfile(osp.join(dirs['resumed'], TASKS[RESUMED_TASK].checkpoint))
