@@ -13,7 +13,9 @@ Measures for each dtype (``fp32``; ``bf16`` / ``fp16`` run under ``torch.autocas
 for ConvNeXt (mmpretrain's, or torchvision's ``convnext_<arch>`` when mmpretrain is absent), SLaK with the
 automatic backend choice, SLaK after :meth:`~mmslak.models.SLaK.switch_to_deploy` (forward only), PeLK, and,
 on the CPU in fp32, SLaK with ``MMSLAK_DWCONV_BACKEND=torch`` (F.conv2d for every large kernel, what the
-official code amounts to). Each time is the median of ``--repeat`` interleaved rounds after warm-up (CUDA
+official code amounts to). The rows ``...: Linear only`` time the Linear layers of ConvNeXt's and deployed
+SLaK's forward alone (each on inputs of the shape the forward gives it): the blocks' MLPs, whose cost grows
+with the square of the width, so SLaK's 1.3x widths make their ratio a floor for the whole forward's. Each time is the median of ``--repeat`` interleaved rounds after warm-up (CUDA
 times are synchronised). The table gives images/s, the ratio to ConvNeXt's time for the same task and
 dtype, and the ratio of the model's fp32 time to this dtype's (its low-precision speed-up), because on a
 shared machine only ratios within one run are comparable.
@@ -32,6 +34,7 @@ from mmslak.ops.dispatch import BACKEND_ENV_VAR
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 DEFAULT_BATCHES = {'cpu': (1, 2), 'cuda': (64, 16)}  # (forward, train step)
+LINEAR_ONLY = ('ConvNeXt', 'SLaK, deploy')  # models whose Linear layers are also timed alone
 
 
 @contextmanager
@@ -73,6 +76,26 @@ def train_step(model, x, dtype):
             outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs, )
             loss = sum(out.float().mean() for out in outputs)
         loss.backward()
+
+    return step
+
+
+def linear_layers_step(model, x, dtype):
+    """Every nn.Linear of ``model`` alone, as one forward of ``x`` calls it (input shapes, autocast)."""
+    shapes = []
+    hooks = [module.register_forward_hook(lambda module, args, output: shapes.append((module, args[0].shape)))
+             for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    try:
+        forward_step(model, x, None)()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    calls = [(module, torch.rand(shape, device=x.device)) for module, shape in shapes]
+
+    def step():
+        with torch.no_grad(), precision(x.device, dtype):
+            for module, inputs in calls:
+                module(inputs)
 
     return step
 
@@ -150,6 +173,9 @@ def main(argv=None):
         dtype = DTYPES[dtype_name]
         for name, model in models.items():
             cases[(name, forward_task, dtype_name)] = (None, forward_step(model, forward_x, dtype))
+            if name in LINEAR_ONLY:
+                cases[(f'{name}: Linear only', forward_task, dtype_name)] = (
+                    None, linear_layers_step(model, forward_x, dtype))
             if name != 'SLaK, deploy':
                 cases[(name, train_task, dtype_name)] = (None, train_step(model, train_x, dtype))
         if device.type == 'cpu' and dtype is None:
@@ -160,13 +186,15 @@ def main(argv=None):
     where = f'{torch.get_num_threads()} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
     print(f'arch {args.arch}, {args.size}x{args.size}, {args.device} ({where}), median of {args.repeat} '
           'interleaved runs')
-    print(f'{"model":22}{"task":18}{"dtype":>6}{"ms":>10}{"images/s":>10}{"x ConvNeXt":>12}{"x fp32":>8}')
+    print(f'{"model":30}{"task":18}{"dtype":>6}{"ms":>10}{"images/s":>10}{"x ConvNeXt":>12}{"x fp32":>8}')
     for (name, task, dtype_name), seconds in medians.items():
         batch = args.forward_batch if task == forward_task else args.train_batch
         fp32 = medians.get((name, task, 'fp32'))
         speedup = f'{fp32 / seconds:8.2f}' if fp32 is not None and dtype_name != 'fp32' else f'{"":8}'
-        print(f'{name:22}{task:18}{dtype_name:>6}{seconds * 1e3:10.1f}{batch / seconds:10.1f}'
-              f'{seconds / medians[("ConvNeXt", task, dtype_name)]:12.2f}{speedup}')
+        # Linear-only rows compare with ConvNeXt's Linear layers, the other rows with ConvNeXt's model.
+        reference = 'ConvNeXt: Linear only' if name.endswith(': Linear only') else 'ConvNeXt'
+        print(f'{name:30}{task:18}{dtype_name:>6}{seconds * 1e3:10.1f}{batch / seconds:10.1f}'
+              f'{seconds / medians[(reference, task, dtype_name)]:12.2f}{speedup}')
     return medians
 
 
