@@ -63,6 +63,14 @@ def test_expand_peripheral_kernel_by_hand():
     assert torch.equal(expand_peripheral_kernel(weight, [2, 1]), expected)
 
 
+def test_shapes_only_forward_on_the_meta_device():
+    """A forward on meta tensors (get_flops.py counts that way) gives the shapes and reads no value back."""
+    x = torch.empty(2, 6, 12, 10, device='meta')
+    weight = torch.empty(6, 1, 3, 3, device='meta')
+    assert expand_peripheral_kernel(weight, [2, 1, 2]).shape == (6, 1, 5, 5)
+    assert peripheral_depthwise_conv2d(x, weight, [2, 1, 2], torch.empty(6, device='meta')).shape == x.shape
+
+
 def test_expand_51_grid_cell_positions():
     weight = torch.arange(13 * 13, dtype=torch.float32).view(1, 1, 13, 13)
     dense = expand_peripheral_kernel(weight, GRID_51)
