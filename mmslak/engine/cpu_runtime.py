@@ -93,7 +93,8 @@ def configure_cpu_runtime(cfg, launcher, amp=False):
         amp (bool): whether ``--amp`` was given.
 
     Raises:
-        RuntimeError: ``amp`` on a CPU without native bf16.
+        RuntimeError: ``amp`` on a CPU without native bf16, or for a two-stage detector (mmcv's CPU nms and
+            RoIAlign take float32 only).
     """
     if launcher != 'none':
         init_cpu_distributed(launcher)
@@ -104,6 +105,11 @@ def configure_cpu_runtime(cfg, launcher, amp=False):
         if not cpu_supports_bf16():
             raise RuntimeError('--amp without a GPU means bfloat16 autocast on the CPU, but this CPU has no '
                                'native bfloat16 (AVX-512 BF16 or AMX); train without --amp')
+        if 'rpn_head' in cfg.model or 'roi_head' in cfg.model:
+            # Found by running the toy detectors with --amp: their RPN proposals reach mmcv's nms in bfloat16.
+            raise RuntimeError('--amp without a GPU means bfloat16 autocast on the CPU, but mmcv 2.1.0\'s CPU nms '
+                               'and RoIAlign, which this two-stage detector runs while training, take float32 '
+                               'only; train it without --amp (or with --amp on a GPU)')
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper', 'CPUAmpOptimWrapper'):
             raise RuntimeError(f'--amp replaces the optim wrapper, but the config uses {optim_wrapper}')

@@ -51,6 +51,18 @@ def test_amp_means_bf16_autocast_on_cpu(tmp_path, image_folder):
     assert "type='CPUAmpOptimWrapper'" in (tmp_path / 'tiny_slak_classifier.py').read_text()
 
 
+def test_amp_on_cpu_refuses_two_stage_detectors_in_one_line(tmp_path):
+    """mmcv 2.1.0's CPU nms and RoIAlign have no bfloat16 kernels: refused before anything is built."""
+    result = run('tools/train.py', 'configs/toy/faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py', '--work-dir',
+                 tmp_path, '--amp')
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train.py: error: --amp without a GPU means bfloat16 autocast on the CPU, but mmcv 2.1.0's CPU nms and "
+        "RoIAlign, which this two-stage detector runs while training, take float32 only; train it without --amp "
+        "(or with --amp on a GPU)")
+    assert not list(tmp_path.glob('*.pth'))
+
+
 def test_test_tool_evaluates_and_dumps_predictions(tmp_path, image_folder):
     assert train(tmp_path, image_folder, max_iters=2).returncode == 0
     out = tmp_path / 'preds.pkl'
