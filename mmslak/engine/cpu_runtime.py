@@ -105,7 +105,8 @@ def configure_cpu_runtime(cfg, launcher, amp=False):
         if not cpu_supports_bf16():
             raise RuntimeError('--amp without a GPU means bfloat16 autocast on the CPU, but this CPU has no '
                                'native bfloat16 (AVX-512 BF16 or AMX); train without --amp')
-        if 'rpn_head' in cfg.model or 'roi_head' in cfg.model:
+        model = cfg.get('model', {})
+        if 'rpn_head' in model or 'roi_head' in model:
             # Found by running the toy detectors with --amp: their RPN proposals reach mmcv's nms in bfloat16.
             raise RuntimeError('--amp without a GPU means bfloat16 autocast on the CPU, but mmcv 2.1.0\'s CPU nms '
                                'and RoIAlign, which this two-stage detector runs while training, take float32 '
