@@ -121,10 +121,15 @@ def run_task(name, root):
     return dirs
 
 
+def loss_records(work_dir):
+    """The records of a training run that carry a loss (the others are evaluation metrics)."""
+    return [record for record in logged_records(work_dir) if 'loss' in record]
+
+
 def training_losses(name, dirs):
-    """The records of the task's training that carry a loss, both runs of the resumed task."""
+    """The loss records of the task's training, both runs of the resumed task."""
     runs = ('train', 'resumed') if name == RESUMED_TASK else ('train', )
-    return [record for run_name in runs for record in logged_records(dirs[run_name]) if 'loss' in record]
+    return [record for run_name in runs for record in loss_records(dirs[run_name])]
 
 
 def selected_tasks(request):
@@ -177,11 +182,10 @@ def test_resume_continues_the_run(toy_runs):
     """The second run of the UperNet-SLaK task resumes the first at its mid-training checkpoint."""
     dirs = toy_runs(RESUMED_TASK)
     half = Config.fromfile(TASKS[RESUMED_TASK].config).train_cfg.max_iters // 2
-    first_run = [record for record in logged_records(dirs['train']) if 'loss' in record]
-    resumed = [record for record in logged_records(dirs['resumed']) if 'loss' in record]
+    first_run, resumed = loss_records(dirs['train']), loss_records(dirs['resumed'])
     # One uninterrupted run of the same recipe (the UperNet-PeLK task) is the reference: the first run logs
     # its iterations up to the checkpoint, the resumed run those after it, with the same learning rates.
-    reference = [record for record in logged_records(toy_runs(SCHEDULE_REFERENCE_TASK)['train']) if 'loss' in record]
+    reference = loss_records(toy_runs(SCHEDULE_REFERENCE_TASK)['train'])
     assert [record['iter'] for record in first_run] == [record['iter'] for record in reference
                                                          if record['iter'] <= half]
     assert [record['iter'] for record in resumed] == [record['iter'] for record in reference

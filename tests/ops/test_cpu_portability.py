@@ -66,14 +66,12 @@ def compilations(tmp_path_factory):
 
 
 def _compiler_or_skip(name, package):
-    path = shutil.which(name)
-    if path is None:
+    if shutil.which(name) is None:
         reason = f'{name} is not installed (Debian package {package})'
         required = os.environ.get(REQUIRE_EXT_ENV_VAR, '').strip().lower() in ('1', 'true', 'yes', 'on')
         if name == CROSS_COMPILER and required:
             pytest.fail(f'{REQUIRE_EXT_ENV_VAR}=1 but {reason}: tools/install.sh installs it as root')
         pytest.skip(reason)
-    return path
 
 
 @pytest.mark.slow

@@ -15,10 +15,11 @@ automatic backend choice, SLaK after :meth:`~mmslak.models.SLaK.switch_to_deploy
 on the CPU in fp32, SLaK with ``MMSLAK_DWCONV_BACKEND=torch`` (F.conv2d for every large kernel, what the
 official code amounts to). The rows ``...: Linear only`` time the Linear layers of ConvNeXt's and deployed
 SLaK's forward alone (each on inputs of the shape the forward gives it): the blocks' MLPs, whose cost grows
-with the square of the width, so SLaK's 1.3x widths make their ratio a floor for the whole forward's. Each time is the median of ``--repeat`` interleaved rounds after warm-up (CUDA
-times are synchronised). The table gives images/s, the ratio to ConvNeXt's time for the same task and
-dtype, and the ratio of the model's fp32 time to this dtype's (its low-precision speed-up), because on a
-shared machine only ratios within one run are comparable.
+with the square of the width, so SLaK's 1.3x widths make their ratio a floor for the whole forward's. Each
+time is the median of ``--repeat`` interleaved rounds after warm-up (CUDA times are synchronised). The
+table gives images/s, the ratio to ConvNeXt's time for the same task and dtype, and the ratio of the model's
+fp32 time to this dtype's (its low-precision speed-up), because on a shared machine only ratios within one
+run are comparable.
 """
 import argparse
 import copy

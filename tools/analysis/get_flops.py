@@ -11,10 +11,11 @@ positions of the module that holds it (its nearest ancestor that ran, when the m
 functionally); a transposed convolution's weight (I, O/g, kh, kw) counts at each of its input positions.
 A two-stage detector runs at its test-time worst case: the box heads of every stage on
 ``test_cfg.rpn.max_per_img`` regions, the mask heads on ``test_cfg.rcnn.max_per_img`` (the papers'
-convention). The forward runs on the meta device, so any input size costs no computation. A module whose parameters expand into other kernels (e.g. a peripheral convolution)
-reports the depthwise kernels it convolves with through a ``complexity_kernels()`` method, each counted
-at every position (N * H * W) of the module's (N, C, H, W) output, even when only some of the C channels
-are convolved; its own parameters are then not counted as kernels.
+convention). The forward runs on the meta device, so any input size costs no computation. A module
+whose parameters expand into other kernels (e.g. a peripheral convolution) reports the depthwise kernels
+it convolves with through a ``complexity_kernels()`` method, each counted at every position (N * H * W)
+of the module's (N, C, H, W) output, even when only some of the C channels are convolved; its own
+parameters are then not counted as kernels.
 
 The non-zero figures count only weights that are not zero:
 
@@ -55,6 +56,7 @@ def sparse_setting(cfg, sparsity=None):
     if sparsity is None:
         return None
     return float(sparsity), hook.get('params', 'backbone')
+
 
 TRANSPOSED_CONVS = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
 
