@@ -12,13 +12,20 @@ one thread each (``OMP_NUM_THREADS=1``). The toy models are too small for a seco
 step, so on 2 cores two one-thread runs finish sooner than the same runs one after another with two
 threads. Training skips its own end-of-training validation (``train_cfg.val_begin`` past the end): the
 trained model is evaluated by ``tools/test.py``, the command whose metric the test checks.
+
+The runs are most of the suite's time, so they start with the session, in the background at the lowest
+CPU priority (``nice -n 19``), so that they mostly use the CPU time the other tests leave idle.
+``tests/conftest.py`` starts them (:class:`ToyRuns`) and puts this module's tests last, where they wait
+for the runs they check.
 """
 import glob
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -66,14 +73,8 @@ RESUMED_TASK = 'upernet-slak'
 SCHEDULE_REFERENCE_TASK = 'upernet-pelk'
 # Training validates nowhere: tools/test.py evaluates the trained model.
 NO_TRAINING_VALIDATION = ('--cfg-options', 'train_cfg.val_begin=1000000000')
-
-
-def run(*args):
-    """Run a repository script from the repository root (the toy configs' data paths are relative)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS_PER_RUN))
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return result
+# The runs take the CPU time the other tests leave idle.
+LOWEST_PRIORITY = ('nice', '-n', '19') if shutil.which('nice') else ()
 
 
 def logged_records(work_dir):
@@ -91,6 +92,8 @@ def evaluation_metrics(work_dir):
 
 
 def save_untrained_checkpoint(config, path):
+    """Build the config's model with its initial weights and save it (run in a fresh process, see
+    :meth:`ToyRuns.run_task`)."""
     cfg = Config.fromfile(config)
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
@@ -98,27 +101,82 @@ def save_untrained_checkpoint(config, path):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
 
 
-def run_task(name, root):
-    """Train the task from scratch (the resumed task in two runs), evaluate the untrained and the trained
-    model; returns the directories of the runs."""
-    task = TASKS[name]
-    dirs = {key: osp.join(root, key) for key in ('train', 'untrained', 'trained', 'show', 'resumed')}
-    train = osp.join('tools', 'train.py')
-    if name == RESUMED_TASK:
-        # The first run keeps the whole run's schedule (the config's schedulers end at max_iters) and stops
-        # at its mid-training checkpoint; the second resumes there and finishes.
-        half = Config.fromfile(task.config).train_cfg.max_iters // 2
-        run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION, f'train_cfg.max_iters={half}')
-        run(train, task.config, '--work-dir', dirs['resumed'], '--resume', osp.join(dirs['train'], f'iter_{half}.pth'),
-            *NO_TRAINING_VALIDATION)
-        trained = osp.join(dirs['resumed'], task.checkpoint)
-    else:
-        run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
-        trained = osp.join(dirs['train'], task.checkpoint)
-    run(osp.join('tools', 'test.py'), task.config, osp.join(root, 'untrained.pth'), '--work-dir',
-        dirs['untrained'])
-    run(osp.join('tools', 'test.py'), task.config, trained, '--work-dir', dirs['trained'], '--show-dir', dirs['show'])
-    return dirs
+class ToyRuns:
+    """The runs of the given tasks, started at once in the background: two processes at a time, at the
+    lowest CPU priority. :meth:`result` waits for a task's runs; :meth:`stop` kills what still runs.
+
+    Args:
+        names (Iterable[str]): keys of ``TASKS``.
+        tmp_path_factory (pytest.TempPathFactory): makes each task's directory.
+    """
+
+    def __init__(self, names, tmp_path_factory):
+        self._processes = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._pool = ThreadPoolExecutor(max_workers=PARALLEL_RUNS)
+        toy_data = self._pool.submit(self.run, osp.join('tools', 'dataset_converters', 'make_toy_data.py'))
+        # The longest tasks (Cascade Mask R-CNN, last in TASKS) first, so that the two workers end together.
+        order = sorted(names, key=list(TASKS).index, reverse=True)
+        self._futures = {
+            name: self._pool.submit(self.run_task, name, str(tmp_path_factory.mktemp(name)), toy_data)
+            for name in order
+        }
+
+    def result(self, name):
+        """The directories of the task's runs, once they have ended."""
+        return self._futures[name].result()
+
+    def stop(self):
+        with self._lock:
+            self._stopped = True
+            for process in self._processes:
+                process.kill()
+        self._pool.shutdown(cancel_futures=True)
+
+    def run(self, *args):
+        """Run a repository script from the repository root (the toy configs' data paths are relative)."""
+        env = dict(os.environ, OMP_NUM_THREADS=str(THREADS_PER_RUN))
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError('the test session has ended')
+            process = subprocess.Popen([*LOWEST_PRIORITY, sys.executable, *args], cwd=ROOT, env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self._processes.add(process)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            with self._lock:
+                self._processes.discard(process)
+        assert process.returncode == 0, f'{args} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}'
+
+    def run_task(self, name, root, toy_data):
+        """Train the task from scratch (the resumed task in two runs), evaluate the untrained and the
+        trained model; returns the directories of the runs."""
+        task = TASKS[name]
+        dirs = {key: osp.join(root, key) for key in ('train', 'untrained', 'trained', 'show', 'resumed')}
+        untrained = osp.join(root, 'untrained.pth')
+        # In a process of its own: building a model switches mmengine's process-wide default scope, and
+        # the other tests of this session run beside it.
+        self.run(__file__, task.config, untrained)
+        toy_data.result()
+        train = osp.join('tools', 'train.py')
+        if name == RESUMED_TASK:
+            # The first run keeps the whole run's schedule (the config's schedulers end at max_iters) and
+            # stops at its mid-training checkpoint; the second resumes there and finishes.
+            half = Config.fromfile(task.config).train_cfg.max_iters // 2
+            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION,
+                     f'train_cfg.max_iters={half}')
+            self.run(train, task.config, '--work-dir', dirs['resumed'], '--resume',
+                     osp.join(dirs['train'], f'iter_{half}.pth'), *NO_TRAINING_VALIDATION)
+            trained = osp.join(dirs['resumed'], task.checkpoint)
+        else:
+            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
+            trained = osp.join(dirs['train'], task.checkpoint)
+        test = osp.join('tools', 'test.py')
+        self.run(test, task.config, untrained, '--work-dir', dirs['untrained'])
+        self.run(test, task.config, trained, '--work-dir', dirs['trained'], '--show-dir', dirs['show'])
+        return dirs
 
 
 def loss_records(work_dir):
@@ -132,11 +190,11 @@ def training_losses(name, dirs):
     return [record for run_name in runs for record in loss_records(dirs[run_name])]
 
 
-def selected_tasks(request):
-    """The tasks whose tests this session runs (``-k`` and ``-m`` leave out the others)."""
+def selected_tasks(items):
+    """The tasks whose tests are among ``items`` (``-k`` and ``-m`` leave out the others)."""
     names = set()
-    for item in request.session.items:
-        if item.module is not request.module:
+    for item in items:
+        if getattr(item, 'module', None) is not sys.modules[__name__]:
             continue
         if item.originalname == 'test_resume_continues_the_run':
             names.update((RESUMED_TASK, SCHEDULE_REFERENCE_TASK))
@@ -145,21 +203,10 @@ def selected_tasks(request):
     return names
 
 
-@pytest.fixture(scope='module')
-def toy_runs(request, tmp_path_factory):
-    """Start the runs of the selected tasks, two at a time; returns a function that waits for a task's
-    runs and gives their directories."""
-    selected = selected_tasks(request)
-    run(osp.join('tools', 'dataset_converters', 'make_toy_data.py'))
-    roots = {name: str(tmp_path_factory.mktemp(name)) for name in selected}
-    # Built here, one after another: building a model switches mmengine's process-wide default scope.
-    for name in selected:
-        save_untrained_checkpoint(TASKS[name].config, osp.join(roots[name], 'untrained.pth'))
-    # The longest tasks (Cascade Mask R-CNN, last in TASKS) first, so that the two workers end together.
-    order = sorted(selected, key=list(TASKS).index, reverse=True)
-    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
-        futures = {name: pool.submit(run_task, name, roots[name]) for name in order}
-        yield lambda name: futures[name].result()
+@pytest.fixture
+def toy_runs(toy_e2e_runs):
+    """Waits for a task's runs (started by tests/conftest.py) and gives their directories."""
+    return toy_e2e_runs.result
 
 
 @pytest.mark.parametrize('name', list(TASKS))
@@ -196,3 +243,7 @@ def test_resume_continues_the_run(toy_runs):
     # The resumed model starts half-trained: its loss is well below that of the first logged iterations.
     assert resumed[0]['loss'] < 0.8 * first_run[0]['loss']
     assert osp.isfile(osp.join(dirs['resumed'], TASKS[RESUMED_TASK].checkpoint))
+
+
+if __name__ == '__main__':
+    save_untrained_checkpoint(*sys.argv[1:])
