@@ -4,7 +4,8 @@ For each task (UperNet on ADE20K-format data, Faster R-CNN on VOC-format data, C
 COCO-format data) and each backbone (a small SLaK, a small PeLK): the training loss falls, the trained
 model's metric (mmseg's IoUMetric, mmdet's VOCMetric, mmdet's CocoMetric for boxes and masks) beats an
 untrained model's by a clear margin, and ``tools/test.py --show-dir`` writes one prediction image per
-test image. One task trains in two runs: the first stops at the half, the second resumes from its
+test image. Where a task clears its margin sooner, it trains only the first part of its config's schedule
+(``Task.length``). One task trains in two runs: the first stops at the half, the second resumes from its
 checkpoint in a new work dir, continues the run where it stopped and ends with the model that is tested.
 
 The runs of one task depend only on each other, so the tasks run side by side: two processes at a time,
@@ -32,6 +33,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import set_random_seed
 
 import mmslak  # noqa: F401
 
@@ -44,11 +46,18 @@ THREADS_PER_RUN = 1
 
 
 class Task:
+    """A toy config, trained from scratch for its first ``length`` iterations or epochs (with the schedule of
+    the whole config), and the margins by which the trained model must beat the untrained one."""
 
-    def __init__(self, config, margins, checkpoint):
+    def __init__(self, config, margins, unit, length):
         self.config = osp.join(ROOT, 'configs', 'toy', config)
         self.margins = margins
-        self.checkpoint = checkpoint
+        self.unit = unit
+        self.length = length
+
+    def stop_at(self, length):
+        """The cfg-option that ends training after ``length`` units, and the checkpoint it leaves."""
+        return f'train_cfg.max_{self.unit}s={length}', f'{self.unit}_{length}.pth'
 
 
 # Margins by which the trained model's metric must beat the untrained one's. The toy configs fix the
@@ -56,17 +65,20 @@ class Task:
 # 1.5-6.3 untrained, Faster R-CNN VOC mAP 0.322 / 0.332 from 0.003, Cascade Mask R-CNN COCO box AP
 # 0.148 / 0.208 and mask AP 0.159 / 0.222 from 0.002 or less. Unseeded runs spread widely for the
 # detectors (Cascade SLaK box AP 0.115-0.206), hence margins well under the seeded results.
+# The untrained models draw their weights with the config's seed: UperNet-SLaK scores 3.6 mIoU, UperNet-PeLK
+# 17.4, what labelling everything background scores. To keep the suite short, UperNet-SLaK trains the first
+# half of its 1000 iterations (28.3 mIoU with one thread; UperNet-PeLK needs all 1000 for its 27.7) and Faster
+# R-CNN the first 4 of its 8 epochs (0.151 / 0.216 mAP, from under 0.01); Cascade Mask R-CNN trains all 8
+# (0.103 / 0.247 box AP): with 6 the seeded SLaK run reached 0.043.
 TASKS = {
-    'upernet-slak': Task('upernet_slak-toy_1xb8-1000iter_toy-ade-128x128.py', {'mIoU': 10.}, 'iter_1000.pth'),
-    'upernet-pelk': Task('upernet_pelk-toy_1xb8-1000iter_toy-ade-128x128.py', {'mIoU': 10.}, 'iter_1000.pth'),
-    'faster-rcnn-slak': Task('faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py', {'pascal_voc/mAP': 0.1},
-                             'epoch_8.pth'),
-    'faster-rcnn-pelk': Task('faster-rcnn_pelk-toy_fpn_1xb4-8e_toy-voc.py', {'pascal_voc/mAP': 0.1},
-                             'epoch_8.pth'),
+    'upernet-slak': Task('upernet_slak-toy_1xb8-1000iter_toy-ade-128x128.py', {'mIoU': 10.}, 'iter', 500),
+    'upernet-pelk': Task('upernet_pelk-toy_1xb8-1000iter_toy-ade-128x128.py', {'mIoU': 10.}, 'iter', 1000),
+    'faster-rcnn-slak': Task('faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py', {'pascal_voc/mAP': 0.1}, 'epoch', 4),
+    'faster-rcnn-pelk': Task('faster-rcnn_pelk-toy_fpn_1xb4-8e_toy-voc.py', {'pascal_voc/mAP': 0.1}, 'epoch', 4),
     'cascade-mask-rcnn-slak': Task('cascade-mask-rcnn_slak-toy_fpn_1xb4-8e_toy-coco.py',
-                                   {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch_8.pth'),
+                                   {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch', 8),
     'cascade-mask-rcnn-pelk': Task('cascade-mask-rcnn_pelk-toy_fpn_1xb4-8e_toy-coco.py',
-                                   {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch_8.pth'),
+                                   {'coco/bbox_mAP': 0.08, 'coco/segm_mAP': 0.08}, 'epoch', 8),
 }
 RESUMED_TASK = 'upernet-slak'
 # Trains uninterrupted with the same recipe: its learning rates are those the resumed run must continue.
@@ -91,14 +103,16 @@ def evaluation_metrics(work_dir):
         return json.loads(f.readlines()[-1])
 
 
-def save_untrained_checkpoint(config, path):
-    """Build the config's model with its initial weights and save it (run in a fresh process, see
-    :meth:`ToyRuns.run_task`)."""
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+def save_untrained_checkpoints(*configs_and_paths):
+    """Build each config's model with its initial weights, drawn with the config's seed, and save it to the
+    path after it (run in a process of its own, see :class:`ToyRuns`)."""
+    for config, path in zip(configs_and_paths[::2], configs_and_paths[1::2]):
+        cfg = Config.fromfile(config)
+        init_default_scope(cfg.default_scope)
+        set_random_seed(cfg.randomness.seed)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
 
 
 class ToyRuns:
@@ -115,13 +129,23 @@ class ToyRuns:
         self._lock = threading.Lock()
         self._stopped = False
         self._pool = ThreadPoolExecutor(max_workers=PARALLEL_RUNS)
+        roots = {name: str(tmp_path_factory.mktemp(name)) for name in names}
         toy_data = self._pool.submit(self.run, osp.join('tools', 'dataset_converters', 'make_toy_data.py'))
+        # In a process of their own: building a model switches mmengine's process-wide default scope, and the
+        # other tests of this session run beside these runs.
+        untrained = self._pool.submit(self.run, __file__, *(
+            arg for name in names for arg in (TASKS[name].config, self.untrained(roots[name]))))
         # The longest tasks (Cascade Mask R-CNN, last in TASKS) first, so that the two workers end together.
         order = sorted(names, key=list(TASKS).index, reverse=True)
         self._futures = {
-            name: self._pool.submit(self.run_task, name, str(tmp_path_factory.mktemp(name)), toy_data)
+            name: self._pool.submit(self.run_task, name, roots[name], toy_data, untrained)
             for name in order
         }
+
+    @staticmethod
+    def untrained(root):
+        """Where the task's untrained checkpoint is saved."""
+        return osp.join(root, 'untrained.pth')
 
     def result(self, name):
         """The directories of the task's runs, once they have ended."""
@@ -150,31 +174,28 @@ class ToyRuns:
                 self._processes.discard(process)
         assert process.returncode == 0, f'{args} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}'
 
-    def run_task(self, name, root, toy_data):
+    def run_task(self, name, root, *preparations):
         """Train the task from scratch (the resumed task in two runs), evaluate the untrained and the
         trained model; returns the directories of the runs."""
         task = TASKS[name]
         dirs = {key: osp.join(root, key) for key in ('train', 'untrained', 'trained', 'show', 'resumed')}
-        untrained = osp.join(root, 'untrained.pth')
-        # In a process of its own: building a model switches mmengine's process-wide default scope, and
-        # the other tests of this session run beside it.
-        self.run(__file__, task.config, untrained)
-        toy_data.result()
+        for preparation in preparations:
+            preparation.result()
         train = osp.join('tools', 'train.py')
+        stop, checkpoint = task.stop_at(task.length)
         if name == RESUMED_TASK:
-            # The first run keeps the whole run's schedule (the config's schedulers end at max_iters) and
-            # stops at its mid-training checkpoint; the second resumes there and finishes.
-            half = Config.fromfile(task.config).train_cfg.max_iters // 2
-            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION,
-                     f'train_cfg.max_iters={half}')
+            # The first run stops at the half and leaves its checkpoint there; the second resumes it in a new
+            # work dir and finishes. Both keep the schedule of the whole config.
+            first_stop, first_checkpoint = task.stop_at(task.length // 2)
+            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION, first_stop)
             self.run(train, task.config, '--work-dir', dirs['resumed'], '--resume',
-                     osp.join(dirs['train'], f'iter_{half}.pth'), *NO_TRAINING_VALIDATION)
-            trained = osp.join(dirs['resumed'], task.checkpoint)
+                     osp.join(dirs['train'], first_checkpoint), *NO_TRAINING_VALIDATION, stop)
+            trained = osp.join(dirs['resumed'], checkpoint)
         else:
-            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION)
-            trained = osp.join(dirs['train'], task.checkpoint)
+            self.run(train, task.config, '--work-dir', dirs['train'], *NO_TRAINING_VALIDATION, stop)
+            trained = osp.join(dirs['train'], checkpoint)
         test = osp.join('tools', 'test.py')
-        self.run(test, task.config, untrained, '--work-dir', dirs['untrained'])
+        self.run(test, task.config, self.untrained(root), '--work-dir', dirs['untrained'])
         self.run(test, task.config, trained, '--work-dir', dirs['trained'], '--show-dir', dirs['show'])
         return dirs
 
@@ -228,22 +249,24 @@ def test_train_then_test(name, toy_runs):
 def test_resume_continues_the_run(toy_runs):
     """The second run of the UperNet-SLaK task resumes the first at its mid-training checkpoint."""
     dirs = toy_runs(RESUMED_TASK)
-    half = Config.fromfile(TASKS[RESUMED_TASK].config).train_cfg.max_iters // 2
+    task = TASKS[RESUMED_TASK]
+    half = task.length // 2
     first_run, resumed = loss_records(dirs['train']), loss_records(dirs['resumed'])
-    # One uninterrupted run of the same recipe (the UperNet-PeLK task) is the reference: the first run logs
-    # its iterations up to the checkpoint, the resumed run those after it, with the same learning rates.
+    # One uninterrupted run of the same recipe (the UperNet-PeLK task, which trains longer) is the reference:
+    # the first run logs its iterations up to the checkpoint, the resumed run those after it up to its end,
+    # with the same learning rates.
     reference = loss_records(toy_runs(SCHEDULE_REFERENCE_TASK)['train'])
     assert [record['iter'] for record in first_run] == [record['iter'] for record in reference
                                                          if record['iter'] <= half]
     assert [record['iter'] for record in resumed] == [record['iter'] for record in reference
-                                                      if record['iter'] > half]
+                                                      if half < record['iter'] <= task.length]
     reference_lr = {record['iter']: record['lr'] for record in reference}
     for record in first_run + resumed:
         assert record['lr'] == pytest.approx(reference_lr[record['iter']]), record
     # The resumed model starts half-trained: its loss is well below that of the first logged iterations.
     assert resumed[0]['loss'] < 0.8 * first_run[0]['loss']
-    assert osp.isfile(osp.join(dirs['resumed'], TASKS[RESUMED_TASK].checkpoint))
+    assert osp.isfile(osp.join(dirs['resumed'], task.stop_at(task.length)[1]))
 
 
 if __name__ == '__main__':
-    save_untrained_checkpoint(*sys.argv[1:])
+    save_untrained_checkpoints(*sys.argv[1:])

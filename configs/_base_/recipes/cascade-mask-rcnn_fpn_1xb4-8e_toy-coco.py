@@ -18,7 +18,7 @@ model = dict(
     neck=dict(out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=fpn_channels),
+        bbox_roi_extractor=dict(out_channels=fpn_channels, roi_layer=_base_.cpu_roi_layer),
         bbox_head=[
             dict(
                 type='ConvFCBBoxHead',
@@ -36,7 +36,7 @@ model = dict(
                 loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0)) for stds in stage_target_stds
         ],
-        mask_roi_extractor=dict(out_channels=fpn_channels),
+        mask_roi_extractor=dict(out_channels=fpn_channels, roi_layer=_base_.cpu_roi_layer),
         mask_head=dict(in_channels=fpn_channels, conv_out_channels=fpn_channels, num_classes=num_classes)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),

@@ -9,7 +9,7 @@ model = dict(
     neck=dict(out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=fpn_channels),
+        bbox_roi_extractor=dict(out_channels=fpn_channels, roi_layer=_base_.cpu_roi_layer),
         bbox_head=dict(
             in_channels=fpn_channels, fc_out_channels=256, num_classes=len(_base_.metainfo.classes))),
     train_cfg=dict(
