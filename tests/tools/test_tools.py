@@ -53,14 +53,18 @@ def test_amp_means_bf16_autocast_on_cpu(tmp_path, image_folder):
 
 def test_amp_on_cpu_refuses_two_stage_detectors_in_one_line(tmp_path):
     """mmcv 2.1.0's CPU nms and RoIAlign have no bfloat16 kernels: refused before anything is built."""
-    result = run('tools/train.py', 'configs/toy/faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py', '--work-dir',
-                 tmp_path, '--amp')
+    # The toy config's data root is relative: small toy VOC data under the directory the tool runs in
+    made = run(ROOT / 'tools/dataset_converters/make_toy_data.py', '--out', tmp_path / 'data' / 'toy', '--tasks',
+               'voc', '--num-train', '4', '--num-val', '2', '--size', '64')
+    assert made.returncode == 0, made.stderr[-3000:]
+    result = run(ROOT / 'tools/train.py', ROOT / 'configs/toy/faster-rcnn_slak-toy_fpn_1xb4-8e_toy-voc.py',
+                 '--work-dir', tmp_path / 'work_dir', '--amp', cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "train.py: error: --amp without a GPU means bfloat16 autocast on the CPU, but mmcv 2.1.0's CPU nms and "
         "RoIAlign, which this two-stage detector runs while training, take float32 only; train it without --amp "
         "(or with --amp on a GPU)")
-    assert not list(tmp_path.glob('*.pth'))
+    assert not list(tmp_path.glob('work_dir/*.pth'))
 
 
 def test_test_tool_evaluates_and_dumps_predictions(tmp_path, image_folder):
